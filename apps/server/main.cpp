@@ -1,0 +1,157 @@
+// myriad-server: a TCP server built on myriad. Its first protocol is echo.
+//
+// Uses only the public API. SIGINT or SIGTERM starts a graceful shutdown: stop accepting, let
+// queued output drain for --drain-timeout, close everything, print the counters, exit 0.
+#include <myriad/myriad.hpp>
+
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <string_view>
+
+namespace {
+
+const char* kUsage = R"(usage: myriad-server [options]
+  --protocol echo           what to serve (echo: every byte back, in order)
+  --listen HOST:PORT        address to listen on (default 0.0.0.0:7000)
+  --shards N                event-loop threads (default: online CPUs)
+  --backend auto|uring|epoll  kernel interface (default auto: io_uring, else epoll)
+  --buffer-pool SIZE        receive pool, allocated once (default 64MiB)
+  --buffer-size SIZE        one receive chunk (default 16KiB)
+  --max-connections N       open at once over all shards (default 1048576)
+  --idle-timeout DUR        close connections idle this long (default 0: never)
+  --drain-timeout DUR       graceful-shutdown deadline (default 5s)
+  --workers N               offload worker threads (default 0)
+  --handlers-on-workers     run every handler call on the worker pool (needs --workers)
+  --write-high SIZE         high write watermark per connection (default 64KiB)
+  --write-low SIZE          low write watermark (default 16KiB)
+  --max-write-queue SIZE    close a slow reader past this much queued output (default 4MiB)
+  --cpu N                   pin shard i to CPU N+i
+  --stats DUR               print the counters every DUR
+  --help                    this text
+)";
+
+class Echo final : public myriad::Handler {
+ public:
+  void on_data(myriad::Connection c, myriad::Chunk data) override { c.send(std::move(data)); }
+};
+
+[[noreturn]] void usage_error(const std::string& message) {
+  std::fprintf(stderr, "myriad-server: %s\n%s", message.c_str(), kUsage);
+  std::exit(2);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  myriad::Config config;
+  config.max_connections = 1 << 20;
+  std::string listen = "0.0.0.0:7000";
+  std::string protocol = "echo";
+  myriad::Duration stats{0};
+  try {
+    for (int i = 1; i < argc; ++i) {
+      std::string_view arg = argv[i];
+      auto value = [&]() -> std::string_view {
+        if (i + 1 >= argc) usage_error(std::string(arg) + " needs a value");
+        return argv[++i];
+      };
+      if (arg == "--help" || arg == "-h") {
+        std::fputs(kUsage, stdout);
+        return 0;
+      } else if (arg == "--protocol") {
+        protocol = value();
+      } else if (arg == "--listen") {
+        listen = value();
+      } else if (arg == "--shards") {
+        config.shards = static_cast<unsigned>(std::stoul(std::string(value())));
+      } else if (arg == "--backend") {
+        config.backend = myriad::parse_backend(value());
+      } else if (arg == "--buffer-pool") {
+        config.buffer_pool_bytes = myriad::parse_size(value());
+      } else if (arg == "--buffer-size") {
+        config.buffer_size = myriad::parse_size(value());
+      } else if (arg == "--max-connections") {
+        config.max_connections = std::stoull(std::string(value()));
+      } else if (arg == "--idle-timeout") {
+        config.idle_timeout = myriad::parse_duration(value());
+      } else if (arg == "--drain-timeout") {
+        config.drain_timeout = myriad::parse_duration(value());
+      } else if (arg == "--workers") {
+        config.workers = static_cast<unsigned>(std::stoul(std::string(value())));
+      } else if (arg == "--handlers-on-workers") {
+        config.handlers_on_workers = true;
+      } else if (arg == "--write-high") {
+        config.write_high_watermark = myriad::parse_size(value());
+      } else if (arg == "--write-low") {
+        config.write_low_watermark = myriad::parse_size(value());
+      } else if (arg == "--max-write-queue") {
+        config.max_write_queue = myriad::parse_size(value());
+      } else if (arg == "--cpu") {
+        config.first_cpu = std::stoi(std::string(value()));
+      } else if (arg == "--stats") {
+        stats = myriad::parse_duration(value());
+      } else {
+        usage_error("unknown option " + std::string(arg));
+      }
+    }
+    if (protocol != "echo") usage_error("unknown protocol '" + protocol + "' (known: echo)");
+  } catch (const std::invalid_argument& e) {
+    usage_error(e.what());
+  }
+
+  // Shards inherit this mask: only the main thread takes the signals, with sigwait.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  Echo echo;
+  try {
+    myriad::Runtime runtime(config);
+    myriad::Address bound = runtime.listen(myriad::Address::parse(listen), echo);
+    runtime.start();
+    myriad::BackendInfo info = runtime.backend();
+    std::printf("myriad-server: %s on %s | %u shards | %s (%s) | capacity %zu connections | pool %s in %s chunks\n",
+                protocol.c_str(), bound.to_string().c_str(), info.shards, info.name.c_str(),
+                info.features.c_str(), info.capacity, myriad::format_size(config.buffer_pool_bytes).c_str(),
+                myriad::format_size(config.buffer_size).c_str());
+    if (info.reason != "available" && info.reason != "chosen by configuration") {
+      std::printf("myriad-server: backend %s: %s\n", info.name.c_str(), info.reason.c_str());
+    }
+    std::fflush(stdout);
+
+    int sig = 0;
+    for (;;) {
+      if (stats.count() > 0) {
+        timespec ts{static_cast<time_t>(stats.count() / 1'000'000'000), static_cast<long>(stats.count() % 1'000'000'000)};
+        sig = sigtimedwait(&signals, nullptr, &ts);
+        if (sig < 0) {
+          std::printf("myriad-server: stats %s\n", runtime.counters().to_string().c_str());
+          std::fflush(stdout);
+          continue;
+        }
+      } else if (sigwait(&signals, &sig) != 0) {
+        continue;
+      }
+      break;
+    }
+    std::printf("myriad-server: %s, draining (up to %s)\n", strsignal(sig),
+                myriad::format_duration(config.drain_timeout).c_str());
+    std::fflush(stdout);
+    runtime.stop();
+    runtime.wait();
+    std::printf("myriad-server: stopped: %s\n", runtime.counters().to_string().c_str());
+    std::fflush(stdout);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "myriad-server: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

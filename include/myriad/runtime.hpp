@@ -1,0 +1,67 @@
+// Public. The runtime: a set of shards, their listeners and the worker pool.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <myriad/address.hpp>
+#include <myriad/config.hpp>
+#include <myriad/counters.hpp>
+#include <myriad/shard.hpp>
+
+namespace myriad {
+
+class Handler;
+class RuntimeImpl;
+
+// What the runtime chose at start-up, for the start-up line and for tests.
+struct BackendInfo {
+  BackendKind kind = BackendKind::kAuto;  // the one running: kUring or kEpoll
+  std::string name;                       // "io_uring" or "epoll"
+  std::string reason;                     // why this one (e.g. why io_uring was not used)
+  std::string features;                   // what the backend found and uses
+  std::size_t capacity = 0;               // connections the runtime can hold at once
+  unsigned shards = 0;
+};
+
+// Lifecycle: construct (chooses the backend: throws std::runtime_error if a forced backend is
+// unavailable), listen(), start(), then stop() from any thread (or a signal-handling thread)
+// and wait(). The destructor stops and waits. Not copyable or movable.
+class Runtime {
+ public:
+  explicit Runtime(Config config = {});
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Listen on `at` with one SO_REUSEPORT socket per shard, so the kernel spreads connections
+  // over the shards. Call before start(). Returns the bound address (port 0 resolved).
+  // The handler is shared by every shard (see Handler).
+  Address listen(const Address& at, Handler& handler);
+  // As above, with one handler per shard made by factory(shard) on that shard's thread; the
+  // runtime owns them.
+  Address listen(const Address& at, std::function<std::unique_ptr<Handler>(Shard&)> factory);
+
+  // Starts the shard threads. Throws if a shard cannot set up its backend.
+  void start();
+  // Thread-safe. Graceful shutdown: stop accepting, stop receiving, let queued output drain
+  // for up to Config::drain_timeout, then close every connection (on_close: kShutdown).
+  void stop();
+  // Blocks until every shard has finished.
+  void wait();
+  bool running() const;
+
+  unsigned shard_count() const;
+  Shard& shard(unsigned index);
+  const Config& config() const;
+  BackendInfo backend() const;
+  // Thread-safe: the sum of every shard's counters.
+  Counters counters() const;
+
+ private:
+  std::unique_ptr<RuntimeImpl> impl_;
+};
+
+}  // namespace myriad

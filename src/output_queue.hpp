@@ -1,0 +1,108 @@
+// Internal. A connection's queued output: pool chunks and heap blocks, sent in order.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace myriad::detail {
+
+// Owned by a connection's extension record, on its shard's thread. A segment is either a pool
+// chunk (handed over by a zero-copy send) or a heap block (a copying send). While a send is in
+// flight the kernel reads the first bytes of the queue, so nothing queued is moved or freed
+// until consume() says the kernel is done with it; appending past the in-flight range is safe.
+class OutputQueue {
+ public:
+  static constexpr uint32_t kHeap = UINT32_MAX;
+  // Copies smaller than this fold into the tail segment's free room instead of a new segment.
+  static constexpr std::size_t kFoldLimit = 2048;
+  static constexpr std::size_t kHeapBlock = 4096;
+
+  struct Segment {
+    std::byte* base;
+    uint32_t begin;
+    uint32_t end;
+    uint32_t capacity;
+    uint32_t chunk;  // pool chunk id, or kHeap
+  };
+
+  OutputQueue() = default;
+  OutputQueue(const OutputQueue&) = delete;
+  OutputQueue& operator=(const OutputQueue&) = delete;
+  ~OutputQueue();
+
+  bool empty() const { return bytes_ == 0; }
+  std::size_t bytes() const { return bytes_; }
+  std::size_t segments() const { return segs_.size() - head_; }
+
+  // Queues a chunk's bytes [begin, end) of a capacity-byte chunk; the queue owns the chunk until
+  // the bytes are consumed or the queue is cleared.
+  void push_chunk(std::byte* base, uint32_t begin, uint32_t end, uint32_t capacity, uint32_t chunk);
+  // Copies len bytes into the tail's free room, if they fit and are small. Returns whether done.
+  bool fold(const void* data, std::size_t len);
+  // Copies len bytes, into the tail's room first and then new heap blocks.
+  void append_copy(const void* data, std::size_t len);
+
+  // Describes up to max segments from the head; returns how many.
+  unsigned fill(iovec* iov, unsigned max) const;
+
+  // The kernel took n bytes from the head. release(chunk) is called for each chunk emptied.
+  template <class Release>
+  void consume(std::size_t n, Release&& release);
+  // Drops everything, releasing chunks and freeing blocks.
+  template <class Release>
+  void clear(Release&& release);
+
+ private:
+  void compact();
+
+  std::vector<Segment> segs_;
+  std::size_t head_ = 0;
+  std::size_t bytes_ = 0;
+};
+
+template <class Release>
+void OutputQueue::consume(std::size_t n, Release&& release) {
+  bytes_ -= n;
+  while (n > 0) {
+    Segment& s = segs_[head_];
+    std::size_t len = s.end - s.begin;
+    if (n < len) {
+      s.begin += static_cast<uint32_t>(n);
+      return;
+    }
+    n -= len;
+    if (s.chunk == kHeap) {
+      delete[] s.base;
+    } else {
+      release(s.chunk);
+    }
+    ++head_;
+  }
+  // A drained queue keeps its vector's storage for the next burst.
+  if (head_ == segs_.size()) {
+    segs_.clear();
+    head_ = 0;
+  } else if (head_ >= 16 && head_ * 2 >= segs_.size()) {
+    compact();
+  }
+}
+
+template <class Release>
+void OutputQueue::clear(Release&& release) {
+  for (std::size_t i = head_; i < segs_.size(); ++i) {
+    if (segs_[i].chunk == kHeap) {
+      delete[] segs_[i].base;
+    } else {
+      release(segs_[i].chunk);
+    }
+  }
+  segs_.clear();
+  head_ = 0;
+  bytes_ = 0;
+}
+
+}  // namespace myriad::detail

@@ -1,0 +1,280 @@
+// Internal. The shard: one thread, one loop, its connection table, timers and buffers.
+//
+// Thread rules: everything here runs on the shard's own thread, except post(), wake(),
+// counters() and the offload completion path, which other threads call. Connections never
+// move between shards; shards share nothing but the runtime's read-only config, the global
+// open-connection count (one atomic) and the worker pool.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include <myriad/chunk.hpp>
+#include <myriad/connection.hpp>
+#include <myriad/counters.hpp>
+#include <myriad/handler.hpp>
+#include <myriad/shard.hpp>
+
+#include "backend.hpp"
+#include "buffer_pool.hpp"
+#include "lazy_array.hpp"
+#include "output_queue.hpp"
+#include "timer_wheel.hpp"
+
+namespace myriad {
+
+class RuntimeImpl;
+
+namespace detail {
+
+// What a busy connection needs beyond its record: allocated when it first queues output,
+// spills bytes or offloads, and returned to the shard's free list once it is idle again.
+struct Ext {
+  static constexpr unsigned kMaxIov = 16;
+
+  OutputQueue out;
+  std::unique_ptr<std::byte[]> spill;
+  uint32_t spill_size = 0;
+  uint32_t spill_capacity = 0;
+  uint32_t offloads = 0;          // offloaded jobs not yet completed
+  uint32_t offloads_waiting = 0;  // of those, jobs waiting for room in the worker queue
+  msghdr msg{};                   // the send in flight points into out
+  iovec iov[kMaxIov];
+  Ext* prev = nullptr;            // the shard's list of busy connections, walked at shutdown
+  Ext* next = nullptr;
+  uint32_t id = 0;
+};
+
+// One per connection slot, in a table that only costs memory where connections are. 32 bytes,
+// and nothing else is allocated for an idle connection.
+struct Record {
+  void* user;
+  Ext* ext;
+  uint32_t last_active;  // low 32 bits of the shard tick of the last receive
+  uint16_t gen;          // bumped when the slot is freed, so stale handles do nothing
+  uint16_t flags;
+  uint16_t held;         // pool chunks charged to this connection
+  uint8_t handler;       // index into the shard's handler table
+  uint8_t ops;           // backend: operations in flight
+  uint8_t io;            // backend: its own state bits
+  uint8_t close_reason;  // the reason a pending graceful close will report
+  uint8_t reserved[2];
+};
+static_assert(sizeof(Record) == 32, "the idle-connection budget depends on this");
+
+namespace flag {
+constexpr uint16_t kOpen = 1 << 0;             // slot in use, until the backend's on_closed
+constexpr uint16_t kLive = 1 << 1;             // on_open delivered and on_close not yet
+constexpr uint16_t kClosing = 1 << 2;          // closed for the handler; backend finishing
+constexpr uint16_t kCloseAfterFlush = 1 << 3;  // graceful close once output drains
+constexpr uint16_t kShutAfterFlush = 1 << 4;   // shutdown_write once output drains
+constexpr uint16_t kWriteShut = 1 << 5;
+constexpr uint16_t kPeerClosed = 1 << 6;
+constexpr uint16_t kSending = 1 << 7;          // a backend send is in flight
+constexpr uint16_t kDirty = 1 << 8;            // in the flush list
+constexpr uint16_t kAboveHigh = 1 << 9;        // above the high write watermark
+constexpr uint16_t kReceiving = 1 << 10;       // the backend was asked to receive
+constexpr uint16_t kPauseUser = 1 << 11;
+constexpr uint16_t kPauseBuffers = 1 << 12;
+constexpr uint16_t kPauseOffload = 1 << 13;
+constexpr uint16_t kOutbound = 1 << 14;
+}  // namespace flag
+
+}  // namespace detail
+
+class ShardImpl final : public Shard {
+ public:
+  struct Listener {
+    int fd = -1;
+    Handler* handler = nullptr;  // shared, or made by factory on the shard's thread
+    std::function<std::unique_ptr<Handler>(Shard&)> factory;
+    uint8_t handler_index = 0;
+  };
+  // Connection ids at or above this name an outbound connect that has no slot yet.
+  static constexpr uint32_t kPendingConnect = 0x8000'0000u;
+
+  ShardImpl(RuntimeImpl& runtime, unsigned index, std::byte* pool, uint32_t chunks);
+  ~ShardImpl();
+
+  // The thread body. Signals `ready` once the backend is up (or failed), then loops until the
+  // runtime stops and the drain is done.
+  void run(std::function<void(std::exception_ptr)> ready);
+  void add_listener(Listener listener) { listeners_.push_back(std::move(listener)); }
+  // Thread-safe: begin graceful shutdown.
+  void request_stop();
+
+  static ShardImpl* current_impl();
+  bool in_thread() const { return current_impl() == this; }
+  unsigned shard_index() const { return index_; }
+  RuntimeImpl& runtime_impl() const { return runtime_; }
+  const Config& config() const { return config_; }
+  detail::BufferPool& pool() { return pool_; }
+  detail::Record& record(uint32_t id) { return records_[id]; }
+  uint32_t capacity() const { return capacity_; }
+  std::string backend_description() const;
+
+  // ---- Reported by the backend (shard thread) ----
+  // A new inbound connection holds slot id. Returns false if it was refused (max_connections);
+  // the shard has then asked the backend to close it.
+  bool on_accepted(uint32_t id, uint16_t listener);
+  void on_received(uint32_t id, uint32_t chunk, uint32_t len);
+  // The receive stream ended: 0 at end of stream, or -errno.
+  void on_receive_end(uint32_t id, int result);
+  void on_sent(uint32_t id, int result);
+  void on_connect_slot(uint32_t token, uint32_t id);
+  void on_connected(uint32_t id, int result);
+  void on_connect_failed(uint32_t token, int error);
+  void on_closed(uint32_t id);
+  void on_accept_error(int error);
+  void on_buffer_starved() { counters_.buffer_starved.add(); }
+  // Whether the shard still wants data for id (the backend asks before re-arming).
+  bool wants_receive(uint32_t id) const {
+    return (records_[id].flags & detail::flag::kReceiving) != 0;
+  }
+
+  // ---- For Connection, Chunk and Shard (shard thread unless noted) ----
+  bool conn_valid(uint32_t id, uint16_t gen) const;
+  detail::Record* live(uint32_t id, uint16_t gen);
+  bool send_chunk(uint32_t id, uint16_t gen, Chunk&& chunk);
+  bool send_copy(uint32_t id, uint16_t gen, std::span<const std::byte> data);
+  void close_graceful(uint32_t id, uint16_t gen);
+  void abort(uint32_t id, uint16_t gen);
+  void shutdown_write(uint32_t id, uint16_t gen);
+  void set_user_pause(uint32_t id, uint16_t gen, bool paused);
+  bool spill_append(uint32_t id, uint16_t gen, std::span<const std::byte> data);
+  void spill_consume(uint32_t id, uint16_t gen, std::size_t n);
+  std::span<const std::byte> spill_view(uint32_t id, uint16_t gen) const;
+  std::size_t queued(uint32_t id, uint16_t gen) const;
+  void release_chunk(uint32_t chunk);  // any thread (workers post it back)
+  void* user_of(uint32_t id, uint16_t gen) const;
+  void set_user(uint32_t id, uint16_t gen, void* user);
+  void offload(uint32_t id, uint16_t gen, bool has_connection,
+               std::unique_ptr<detail::OffloadJob> job);
+  void post_task(std::function<void()> fn);  // thread-safe
+  TimerId add_timer(Duration d, std::function<void()> fn);
+  bool cancel_timer(TimerId id);
+  void start_connect(const Address& to, Handler& handler, void* user);
+  std::chrono::steady_clock::time_point loop_now() const { return now_; }
+  Counters snapshot() const;
+
+ private:
+  struct PendingConnect {
+    Handler* handler;
+    void* user;
+  };
+  struct WaitingOffload {
+    std::function<void()> task;
+    uint32_t id;
+    uint16_t gen;
+    bool has_connection;
+  };
+  struct UserTimer {
+    std::function<void()> fn;
+    uint32_t gen = 0;
+  };
+  struct ShardCounters {
+    ShardCounter accepted, connected, connect_failed, rejected, open, closed_peer, closed_reset,
+        closed_idle, closed_slow_reader, closed_input_overflow, closed_local, closed_shutdown,
+        bytes_in, bytes_out, receives, sends, buffers_in_use, buffer_starved, watermark_pauses,
+        buffer_cap_pauses, offloads_queued, offloads_done, offload_waits, accept_errors;
+  };
+
+  Connection handle(uint32_t id) { return Connection(this, id, records_[id].gen); }
+  Handler& handler_of(const detail::Record& r) { return *handlers_[r.handler]; }
+  uint8_t handler_index(Handler* h);
+  detail::Ext& ext(uint32_t id);
+  void maybe_free_ext(uint32_t id);
+  void open_connection(uint32_t id, uint8_t handler, void* user, bool outbound);
+  void update_receiving(uint32_t id);
+  void mark_dirty(uint32_t id);
+  void flush();
+  void flush_one(uint32_t id);
+  void after_output_change(uint32_t id);
+  void after_drained(uint32_t id);
+  void close_now(uint32_t id, CloseReason reason, int error, bool reset);
+  void maybe_finish_half_closed(uint32_t id);
+  void count_close(CloseReason reason);
+  void deliver_close(uint32_t id, CloseReason reason, int error);
+  void charge_chunk(uint32_t id, uint32_t chunk);
+  void uncharge_chunk(uint32_t chunk);
+  void release_queue_chunk(uint32_t chunk) { release_chunk(chunk); }
+  void on_timer(uint32_t timer);
+  void arm_idle_timer(uint32_t id);
+  uint64_t tick_of(std::chrono::steady_clock::time_point t) const;
+  void drain_inbox();
+  void retry_waiting_offloads();
+  void complete_offload(detail::OffloadJob& job, uint32_t id, uint16_t gen, bool tracked);
+  void begin_drain();
+  bool drain_done() const;
+  void teardown();
+  int64_t poll_timeout_ns() const;
+  // Runs a handler call: inline, or (handlers_on_workers) on the pool in order per connection.
+  template <class Event>
+  void dispatch(uint32_t id, Event&& event);
+  void enqueue_strand(uint64_t key, std::function<void()> event);
+  void start_strand(uint64_t key);
+
+  RuntimeImpl& runtime_;
+  const Config& config_;
+  unsigned index_;
+  std::unique_ptr<detail::Backend> backend_;
+  int event_fd_ = -1;
+  uint32_t capacity_ = 0;
+  detail::LazyArray<detail::Record> records_;
+  detail::BufferPool pool_;
+  detail::LazyArray<uint64_t> chunk_owner_;  // (gen << 32) | id of the connection charged
+  uint32_t max_held_ = 0;
+  std::unique_ptr<detail::TimerWheel> wheel_;
+  uint64_t tick_ns_ = 1'000'000;
+  uint32_t idle_ticks_ = 0;
+  std::chrono::steady_clock::time_point start_{};
+  std::chrono::steady_clock::time_point now_{};
+  std::vector<UserTimer> user_timers_;
+  std::vector<uint32_t> free_user_timers_;
+
+  std::vector<Handler*> handlers_;
+  std::vector<std::unique_ptr<Handler>> owned_handlers_;
+  std::vector<Listener> listeners_;
+  std::vector<PendingConnect> connects_;
+  std::vector<uint32_t> free_connects_;
+
+  std::vector<uint32_t> dirty_;
+  std::vector<std::unique_ptr<detail::Ext>> ext_storage_;
+  std::vector<detail::Ext*> free_ext_;
+  detail::Ext* busy_ = nullptr;  // list of connections holding an Ext
+
+  std::deque<WaitingOffload> waiting_offloads_;
+  std::vector<std::function<void()>> local_tasks_;  // posted by the shard to itself
+
+  std::mutex inbox_mutex_;
+  std::vector<std::function<void()>> inbox_;
+  std::vector<std::function<void()>> inbox_swap_;
+  std::atomic<bool> stop_requested_{false};
+  bool draining_ = false;
+  std::chrono::steady_clock::time_point drain_deadline_{};
+
+  // handlers_on_workers: each connection's pending handler calls, keyed by (gen << 32 | id).
+  // A strand's events run on one worker at a time; its spill buffer belongs to whoever runs it.
+  struct Strand {
+    uint64_t key = 0;
+    std::deque<std::function<void()>> events;
+    bool running = false;
+    std::vector<std::byte> spill;
+  };
+  std::unordered_map<uint64_t, Strand> strands_;
+  static thread_local Strand* running_strand_;
+
+  ShardCounters counters_;
+  uint64_t tick_now_ = 1;
+};
+
+}  // namespace myriad
