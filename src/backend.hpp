@@ -29,6 +29,7 @@ struct BackendChoice {
   unsigned ring_flags = 0;        // io_uring setup flags that work on this kernel
   bool register_ring_fd = false;  // IORING_REGISTER_RING_FD
   bool socket_commands = false;   // SOCKET_URING_OP_SETSOCKOPT on direct descriptors
+  bool receive_limits = false;    // multishot receive honours per-pass and total byte limits
   uint32_t slots_per_ring = 0;    // fixed-file table size (RLIMIT_NOFILE caps each ring's)
 };
 

@@ -26,6 +26,7 @@ void each_field(Counters& c, F&& f) {
   f("receives", c.receives);
   f("sends", c.sends);
   f("buffers_in_use", c.buffers_in_use);
+  f("queued_bytes", c.queued_bytes);
   f("buffer_starved", c.buffer_starved);
   f("watermark_pauses", c.watermark_pauses);
   f("buffer_cap_pauses", c.buffer_cap_pauses);

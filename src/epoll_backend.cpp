@@ -45,6 +45,7 @@ constexpr uint8_t kWantRead = 1 << 2;
 constexpr uint8_t kWaitWrite = 1 << 3;   // a send waits for EPOLLOUT
 constexpr uint8_t kConnecting = 1 << 4;
 constexpr uint8_t kStarved = 1 << 5;     // queued in starved_
+constexpr uint8_t kHangup = 1 << 6;      // the peer shut down: read on until end of stream
 }  // namespace io
 
 class EpollBackend final : public Backend {
@@ -275,6 +276,7 @@ class EpollBackend final : public Backend {
       Record& rec = shard_.record(id);
       if ((rec.io & io::kConnecting) != 0) return;
       rec.io |= io::kReadable;
+      if ((ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) rec.io |= io::kHangup;
       if ((rec.io & io::kWantRead) != 0) queue_ready(id);
     }
   }
@@ -307,7 +309,10 @@ class EpollBackend final : public Backend {
       }
       ssize_t n = ::recv(fd, pool.address(chunk), pool.chunk_size(), 0);
       if (n > 0) {
-        if (static_cast<std::size_t>(n) < pool.chunk_size()) r.io &= ~io::kReadable;
+        // A short read drained the socket; after a hangup, read on to see the end of stream.
+        if (static_cast<std::size_t>(n) < pool.chunk_size() && (r.io & io::kHangup) == 0) {
+          r.io &= ~io::kReadable;
+        }
         shard_.on_received(id, chunk, static_cast<uint32_t>(n));
         continue;
       }

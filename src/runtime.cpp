@@ -76,7 +76,9 @@ RuntimeImpl::RuntimeImpl(Runtime& runtime, Config cfg) : facade(runtime), config
   }
 
   pool_bytes = std::size_t{chunks_per_shard} * config.buffer_size * shard_count;
-  void* mem = ::mmap(nullptr, pool_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  // Faulted in now: the pool is a fixed start-up cost, and the kernel cycles through a buffer
+  // ring's chunks in order, so it would otherwise grow into RSS during the first traffic.
+  void* mem = ::mmap(nullptr, pool_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
   if (mem == MAP_FAILED) {
     throw std::runtime_error("buffer_pool " + format_size(pool_bytes) + ": " + std::strerror(errno));
   }

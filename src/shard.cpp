@@ -407,7 +407,7 @@ void ShardImpl::maybe_free_ext(uint32_t id) {
   if (e->prev != nullptr) e->prev->next = e->next;
   if (e->next != nullptr) e->next->prev = e->prev;
   if (busy_ == e) busy_ = e->next;
-  e->out.clear([this](uint32_t chunk) { release_chunk(chunk); });
+  clear_output(*e);
   e->spill.reset();
   e->spill_size = e->spill_capacity = 0;
   e->offloads = e->offloads_waiting = 0;
@@ -445,6 +445,7 @@ bool ShardImpl::send_chunk(uint32_t id, uint16_t gen, Chunk&& chunk) {
     return send_copy(id, gen, chunk.bytes());
   }
   Ext& e = ext(id);
+  counters_.queued_bytes.add(chunk.size());
   if (e.out.fold(chunk.data(), chunk.size())) {
     chunk.release();
   } else {
@@ -466,6 +467,7 @@ bool ShardImpl::send_copy(uint32_t id, uint16_t gen, std::span<const std::byte> 
   }
   if (data.empty()) return true;
   Ext& e = ext(id);
+  counters_.queued_bytes.add(data.size());
   if (!e.out.fold(data.data(), data.size())) e.out.append_copy(data.data(), data.size());
   after_output_change(id);
   return conn_valid(id, gen);
@@ -488,6 +490,11 @@ void ShardImpl::after_output_change(uint32_t id) {
     });
   }
   mark_dirty(id);
+}
+
+void ShardImpl::clear_output(Ext& e) {
+  counters_.queued_bytes.sub(e.out.bytes());
+  e.out.clear([this](uint32_t chunk) { release_chunk(chunk); });
 }
 
 void ShardImpl::mark_dirty(uint32_t id) {
@@ -530,7 +537,7 @@ void ShardImpl::on_sent(uint32_t id, int result) {
   Ext* e = r.ext;
   if ((r.flags & flag::kClosing) != 0) {
     // Closed while the kernel was reading the queue: only now may the memory go.
-    if (e != nullptr) e->out.clear([this](uint32_t chunk) { release_chunk(chunk); });
+    if (e != nullptr) clear_output(*e);
     return;
   }
   if (result < 0) {
@@ -540,6 +547,7 @@ void ShardImpl::on_sent(uint32_t id, int result) {
   counters_.bytes_out.add(static_cast<uint64_t>(result));
   counters_.sends.add();
   e->out.consume(static_cast<std::size_t>(result), [this](uint32_t chunk) { release_chunk(chunk); });
+  counters_.queued_bytes.sub(static_cast<uint64_t>(result));
   if ((r.flags & flag::kAboveHigh) != 0 && e->out.bytes() <= config_.write_low_watermark) {
     r.flags &= ~flag::kAboveHigh;
     update_receiving(id);
@@ -606,7 +614,7 @@ void ShardImpl::close_now(uint32_t id, CloseReason reason, int error, bool reset
   }
   Ext* e = r.ext;
   if (e != nullptr && (r.flags & flag::kSending) == 0) {
-    e->out.clear([this](uint32_t chunk) { release_chunk(chunk); });
+    clear_output(*e);
   }
   backend_->close(id, reset);  // may report on_closed at once: touch nothing after this
 }
@@ -1019,6 +1027,7 @@ void ShardImpl::teardown() {
   backend_.reset();
   for (Ext* e = busy_; e != nullptr;) {
     Ext* next = e->next;
+    counters_.queued_bytes.sub(e->out.bytes());
     e->out.clear([](uint32_t) {});
     e = next;
   }
@@ -1045,6 +1054,7 @@ Counters ShardImpl::snapshot() const {
   out.receives = c.receives.get();
   out.sends = c.sends.get();
   out.buffers_in_use = c.buffers_in_use.get();
+  out.queued_bytes = c.queued_bytes.get();
   out.buffer_starved = c.buffer_starved.get();
   out.watermark_pauses = c.watermark_pauses.get();
   out.buffer_cap_pauses = c.buffer_cap_pauses.get();

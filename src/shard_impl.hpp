@@ -136,6 +136,12 @@ class ShardImpl final : public Shard {
   void on_closed(uint32_t id);
   void on_accept_error(int error);
   void on_buffer_starved() { counters_.buffer_starved.add(); }
+  // How many bytes id may still receive before it reaches its share of the pool.
+  uint32_t receive_budget(uint32_t id) const {
+    uint32_t held = records_[id].held;
+    uint32_t chunks = held < max_held_ ? max_held_ - held : 1;
+    return chunks * pool_.chunk_size();
+  }
   // Whether the shard still wants data for id (the backend asks before re-arming).
   bool wants_receive(uint32_t id) const {
     return (records_[id].flags & detail::flag::kReceiving) != 0;
@@ -184,7 +190,7 @@ class ShardImpl final : public Shard {
   struct ShardCounters {
     ShardCounter accepted, connected, connect_failed, rejected, open, closed_peer, closed_reset,
         closed_idle, closed_slow_reader, closed_input_overflow, closed_local, closed_shutdown,
-        bytes_in, bytes_out, receives, sends, buffers_in_use, buffer_starved, watermark_pauses,
+        bytes_in, bytes_out, receives, sends, buffers_in_use, queued_bytes, buffer_starved, watermark_pauses,
         buffer_cap_pauses, offloads_queued, offloads_done, offload_waits, accept_errors;
   };
 
@@ -196,6 +202,7 @@ class ShardImpl final : public Shard {
   void open_connection(uint32_t id, uint8_t handler, void* user, bool outbound);
   void update_receiving(uint32_t id);
   void mark_dirty(uint32_t id);
+  void clear_output(detail::Ext& e);
   void flush();
   void flush_one(uint32_t id);
   void after_output_change(uint32_t id);

@@ -69,6 +69,8 @@ constexpr unsigned kCqEntries = 4 * kSqEntries;
 constexpr uint32_t kAcceptMargin = 256;
 // Chunks a ring keeps provided when it is one of several and not busy.
 constexpr uint32_t kMinRingShare = 8;
+// Chunks one connection's multishot receive may fill in one pass over the ring's work.
+constexpr uint32_t kChunksPerPass = 4;
 
 enum Op : uint8_t {
   kOpAccept = 1,
@@ -463,6 +465,14 @@ class UringBackend final : public Backend {
     Record& rec = shard_.record(id);
     io_uring_sqe* sqe = get_sqe(r);
     io_uring_prep_recv_multishot(sqe, static_cast<int>(id - r.first_id), nullptr, 0, 0);
+    if (choice_.receive_limits) {
+      // At most a few chunks per pass, for fairness between connections, and in all no more
+      // than the connection's remaining share of the pool: the receive then ends by itself and
+      // is re-armed only if the share allows. Without these, a busy socket can fill dozens of
+      // chunks before a pause (a cancel) takes effect.
+      sqe->len = kChunksPerPass * shard_.pool().chunk_size();
+      sqe->file_index = shard_.receive_budget(id);  // the optlen field: total byte limit
+    }
     sqe->flags |= IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
     sqe->buf_group = 0;
     sqe->user_data = pack(kOpRecv, rec.gen, id);
@@ -790,6 +800,45 @@ uint32_t raise_fd_limit() {
   return static_cast<uint32_t>(std::min<rlim_t>(rl.rlim_cur, 1u << 20));
 }
 
+// Whether a multishot receive honours sqe->len (bytes per pass) and optlen (bytes in all):
+// newer kernels end the receive once the total is reached; older ones reject len with EINVAL.
+bool probe_receive_limits(io_uring& ring, void* br_memory) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return false;
+  auto* br = static_cast<io_uring_buf_ring*>(br_memory);
+  static char buffers[8][64];
+  io_uring_buf_ring_init(br);
+  for (int i = 0; i < 8; ++i) io_uring_buf_ring_add(br, buffers[i], 64, static_cast<unsigned short>(i), 7, i);
+  io_uring_buf_ring_advance(br, 8);
+  char data[256] = {};
+  ssize_t wrote = ::write(sv[1], data, sizeof(data));
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+  io_uring_prep_recv_multishot(sqe, sv[0], nullptr, 64, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = 0;
+  sqe->file_index = 128;
+  sqe->user_data = 7;
+  io_uring_submit_and_wait(&ring, 1);
+  bool ended = false, rejected = false;
+  int received = 0;
+  for (int round = 0; round < 4 && !ended && !rejected; ++round) {
+    io_uring_cqe* cqe;
+    __kernel_timespec ts{0, 50'000'000};
+    if (io_uring_wait_cqe_timeout(&ring, &cqe, &ts) != 0) break;
+    if (cqe->user_data == 7) {
+      if (cqe->res < 0) rejected = true;
+      if (cqe->res > 0) received += cqe->res;
+      if ((cqe->flags & IORING_CQE_F_MORE) == 0) ended = true;
+    }
+    io_uring_cqe_seen(&ring, cqe);
+  }
+  ::close(sv[0]);
+  ::close(sv[1]);
+  (void)wrote;
+  // Supported: it stopped by itself after the total, with bytes still unread.
+  return ended && !rejected && received > 0 && received < 256;
+}
+
 }  // namespace
 
 uint32_t fd_limit() { return raise_fd_limit(); }
@@ -878,6 +927,7 @@ BackendChoice choose_backend(BackendKind wanted) {
         io_uring_cqe_seen(&ring, cqe);
       }
       choice.socket_commands = results[1] >= 0 && results[2] == 0;
+      choice.receive_limits = probe_receive_limits(ring, br);
     }
     io_uring_queue_exit(&ring);
     if (br != nullptr && br != MAP_FAILED) ::munmap(br, 4096);
@@ -904,6 +954,7 @@ BackendChoice choose_backend(BackendKind wanted) {
   f += ", multishot accept+recv, direct descriptors, provided buffer rings";
   if (choice.register_ring_fd) f += ", registered ring fd";
   f += choice.socket_commands ? ", socket commands" : ", no socket commands (Nagle stays on outbound)";
+  if (choice.receive_limits) f += ", bounded multishot receives";
   choice.features = f;
   return choice;
 }

@@ -26,6 +26,7 @@ struct Counters {
   uint64_t receives = 0;           // receive completions that carried data
   uint64_t sends = 0;              // send operations completed
   uint64_t buffers_in_use = 0;     // chunks held by handlers or queued output, now
+  uint64_t queued_bytes = 0;       // output queued and not yet taken by the kernel, now
   uint64_t buffer_starved = 0;     // receives that found the pool empty (ENOBUFS), re-armed later
   uint64_t watermark_pauses = 0;   // times a connection crossed its high write watermark
   uint64_t buffer_cap_pauses = 0;  // times a connection hit max_connection_buffers
