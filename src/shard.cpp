@@ -1,6 +1,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -111,7 +112,9 @@ void ShardImpl::run(std::function<void(std::exception_ptr)> ready) {
     drain_inbox();
     retry_waiting_offloads();
     if (stop_requested_.load(std::memory_order_acquire) && !draining_) begin_drain();
+    finish_closes();
     flush();
+    finish_closes();
     if (draining_ && (drain_done() || now_ >= drain_deadline_)) break;
     backend_->poll(poll_timeout_ns());
   }
@@ -124,7 +127,7 @@ uint64_t ShardImpl::tick_of(std::chrono::steady_clock::time_point t) const {
 }
 
 int64_t ShardImpl::poll_timeout_ns() const {
-  if (!local_tasks_.empty() || !dirty_.empty()) return 0;
+  if (!local_tasks_.empty() || !dirty_.empty() || !closing_.empty()) return 0;
   int64_t timeout = -1;
   auto at_most = [&timeout](int64_t ns) {
     ns = std::max<int64_t>(ns, 0);
@@ -604,19 +607,30 @@ void ShardImpl::close_now(uint32_t id, CloseReason reason, int error, bool reset
   Record& r = records_[id];
   if ((r.flags & flag::kOpen) == 0 || (r.flags & flag::kClosing) != 0) return;
   bool was_live = (r.flags & flag::kLive) != 0;
+  if ((r.flags & flag::kReceiving) != 0) backend_->stop_receive(id);
   r.flags |= flag::kClosing;
   r.flags &= ~(flag::kLive | flag::kCloseAfterFlush | flag::kShutAfterFlush | flag::kReceiving);
   if (idle_ticks_ != 0) wheel_->cancel(id);
   if (was_live) {
     count_close(reason);
     counters_.open.sub();
-    deliver_close(id, reason, error);
   }
   Ext* e = r.ext;
-  if (e != nullptr && (r.flags & flag::kSending) == 0) {
-    clear_output(*e);
+  if (e != nullptr && (r.flags & flag::kSending) == 0) clear_output(*e);
+  // on_close and the descriptor's close happen from the loop, never inside a call the handler
+  // made (close(), send() past the cap...): a handler may hold a lock while it calls us.
+  closing_.push_back(PendingClose{id, error, reason, reset, was_live});
+}
+
+void ShardImpl::finish_closes() {
+  while (!closing_.empty()) {
+    std::vector<PendingClose> batch;
+    batch.swap(closing_);
+    for (const PendingClose& c : batch) {
+      if (c.was_live) deliver_close(c.id, c.reason, c.error);
+      backend_->close(c.id, c.reset);  // may report on_closed at once
+    }
   }
-  backend_->close(id, reset);  // may report on_closed at once: touch nothing after this
 }
 
 void ShardImpl::deliver_close(uint32_t id, CloseReason reason, int error) {
@@ -988,6 +1002,15 @@ void ShardImpl::begin_drain() {
   draining_ = true;
   drain_deadline_ = now_ + config_.drain_timeout;
   backend_->stop_accepting();
+  // Closed now, not at destruction: new connections are refused rather than left waiting in a
+  // backlog nobody accepts from.
+  // shutdown() stops a listening socket at once, even while an accept still holds it.
+  for (auto& l : listeners_) {
+    if (l.fd < 0) continue;
+    ::shutdown(l.fd, SHUT_RDWR);
+    ::close(l.fd);
+    l.fd = -1;
+  }
   // Only busy connections have anything to finish; idle ones close at teardown.
   std::vector<uint32_t> busy;
   for (Ext* e = busy_; e != nullptr; e = e->next) busy.push_back(e->id);
@@ -1010,6 +1033,7 @@ bool ShardImpl::drain_done() const {
 }
 
 void ShardImpl::teardown() {
+  finish_closes();
   // Every connection still open is closed now. Handlers hear on_close for each (a walk of the
   // table, no system call); the backend then drops all descriptors at once.
   for (uint32_t id = 0; id < capacity_; ++id) {

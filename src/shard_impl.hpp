@@ -208,6 +208,7 @@ class ShardImpl final : public Shard {
   void after_output_change(uint32_t id);
   void after_drained(uint32_t id);
   void close_now(uint32_t id, CloseReason reason, int error, bool reset);
+  void finish_closes();
   void maybe_finish_half_closed(uint32_t id);
   void count_close(CloseReason reason);
   void deliver_close(uint32_t id, CloseReason reason, int error);
@@ -254,6 +255,14 @@ class ShardImpl final : public Shard {
   std::vector<PendingConnect> connects_;
   std::vector<uint32_t> free_connects_;
 
+  struct PendingClose {
+    uint32_t id;
+    int error;
+    CloseReason reason;
+    bool reset;
+    bool was_live;
+  };
+  std::vector<PendingClose> closing_;  // decided this turn, reported from the loop
   std::vector<uint32_t> dirty_;
   std::vector<std::unique_ptr<detail::Ext>> ext_storage_;
   std::vector<detail::Ext*> free_ext_;
