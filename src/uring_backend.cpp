@@ -272,7 +272,10 @@ class UringBackend final : public Backend {
 
   void recycle(uint32_t chunk) override {
     Ring& r = *rings_[chunk_ring_[chunk]];
-    if (r.provided + r.adds < r.share) {
+    // While another ring starves, chunks go to the shard's free list, where refill() hands
+    // them to the starving ring; otherwise back to where they came from, up to its share.
+    bool others_starve = starving_ > (r.starved.empty() ? 0u : 1u);
+    if (!others_starve && r.provided + r.adds < r.share) {
       provide(r, chunk);
     } else {
       shard_.pool().give(chunk);
@@ -484,6 +487,7 @@ class UringBackend final : public Backend {
     Record& rec = shard_.record(id);
     if ((rec.io & io::kStarved) != 0) return;
     rec.io |= io::kStarved;
+    if (r.starved.empty()) ++starving_;
     r.starved.push_back(id);
   }
 
@@ -534,6 +538,7 @@ class UringBackend final : public Backend {
       publish(r);
       if (r.starved.empty()) continue;
       top_up(r);
+      if (r.provided == 0 && shard_.pool().free_count() == 0 && reclaim_for(r)) top_up(r);
       uint32_t budget = r.provided;
       while (budget > 0 && !r.starved.empty()) {
         uint32_t id = r.starved.front();
@@ -545,7 +550,42 @@ class UringBackend final : public Backend {
         arm_receive(r, id);
         --budget;
       }
+      if (r.starved.empty()) --starving_;
     }
+  }
+
+  // A ring starves while the shard's free list is empty: take back the chunks a quiet ring
+  // holds. Its buffer ring is unregistered, what the kernel had not consumed returns to the
+  // free list, and an empty ring is registered in its place; its connections, if data comes,
+  // see ENOBUFS and wait their turn like everyone else. Safe because with DEFER_TASKRUN the
+  // kernel picks buffers only inside our own io_uring_enter, and we hold every completion.
+  bool reclaim_for(const Ring& hungry) {
+    Ring* victim = nullptr;
+    for (auto& owned : rings_) {
+      Ring& r = *owned;
+      if (&r == &hungry || !r.starved.empty() || r.provided + r.adds <= kMinRingShare) continue;
+      if (io_uring_cq_ready(&r.ring) > 0 || (sq_flags(r) & IORING_SQ_CQ_OVERFLOW) != 0) continue;
+      if (victim == nullptr || r.provided > victim->provided) victim = &r;
+    }
+    if (victim == nullptr) return false;
+    publish(*victim);
+    if (io_uring_unregister_buf_ring(&victim->ring, 0) < 0) return false;
+    uint16_t tail = IO_URING_READ_ONCE(victim->br->tail);
+    for (uint32_t i = 0; i < victim->provided; ++i) {
+      uint32_t index = (static_cast<uint32_t>(tail) - victim->provided + i) & victim->br_mask;
+      shard_.pool().give(victim->br->bufs[index].bid);
+    }
+    victim->provided = 0;
+    io_uring_buf_ring_init(victim->br);
+    io_uring_buf_reg reg{};
+    reg.ring_addr = reinterpret_cast<uint64_t>(victim->br);
+    reg.ring_entries = br_entries_;
+    reg.bgid = 0;
+    int rc = io_uring_register_buf_ring(&victim->ring, &reg, 0);
+    if (rc < 0) throw std::runtime_error(std::string("io_uring re-register buffer ring: ") + std::strerror(-rc));
+    victim->share = std::max(kMinRingShare, chunks_ / 16);
+    ++reclaims_;
+    return true;
   }
 
   void decay_shares() {
@@ -751,6 +791,8 @@ class UringBackend final : public Backend {
   // Connect addresses: by token until the socket exists, then by (id | kPendingConnect).
   std::unordered_map<uint32_t, Address> connect_to_;
   std::vector<std::function<void()>> deferred_;
+  uint32_t starving_ = 0;  // rings with connections waiting for chunks
+  uint64_t reclaims_ = 0;
   uint64_t event_value_ = 0;
   bool event_armed_ = false;
   std::chrono::steady_clock::time_point last_decay_;

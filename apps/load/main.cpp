@@ -431,7 +431,11 @@ int main(int argc, char** argv) {
                                  std::to_string(us(h.percentile(90))) + ", \"p99\": " + std::to_string(us(h.percentile(99))) +
                                  ", \"p999\": " + std::to_string(us(h.percentile(99.9))) + ", \"max\": " +
                                  std::to_string(us(h.max())) + ", \"mean\": " + std::to_string(h.mean() / 1000.0) + "}");
-      json.num("undrained_messages", static_cast<double>(drained_outstanding));
+      json.num("lost_messages", static_cast<double>(drained_outstanding));
+      if (drained_outstanding > 0) {
+        std::printf("  LOST: %s messages were never echoed back (waited 5 s after the traffic stopped)\n",
+                    with_commas(drained_outstanding).c_str());
+      }
       if (opt.mode == ml::Mode::kRate) {
         double late = all.messages_sent == 0 ? 0 : static_cast<double>(all.late_sends) / static_cast<double>(all.messages_sent);
         json.num("late_sends", static_cast<double>(all.late_sends));

@@ -1,0 +1,126 @@
+#include "process.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace test {
+
+Process::Process(std::vector<std::string> argv) {
+  int out[2], err[2];
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+  pid_ = ::fork();
+  if (pid_ < 0) throw std::runtime_error("fork");
+  if (pid_ == 0) {
+    ::dup2(out[1], 1);
+    ::dup2(err[1], 2);
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    std::fprintf(stderr, "exec %s: %s\n", args[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  ::close(err[1]);
+  out_fd_ = out[0];
+  err_fd_ = err[0];
+}
+
+Process::~Process() {
+  if (status_ < 0 && pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  if (out_fd_ >= 0) ::close(out_fd_);
+  if (err_fd_ >= 0) ::close(err_fd_);
+}
+
+void Process::pump(int timeout_ms) {
+  pollfd fds[2] = {{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};
+  if (::poll(fds, 2, timeout_ms) <= 0) return;
+  char buf[65536];
+  for (int i = 0; i < 2; ++i) {
+    if ((fds[i].revents & (POLLIN | POLLHUP)) == 0) continue;
+    ssize_t n = ::read(fds[i].fd, buf, sizeof(buf));
+    if (n > 0) (i == 0 ? out_ : err_).append(buf, static_cast<std::size_t>(n));
+    if (n == 0) {
+      ::close(fds[i].fd);
+      (i == 0 ? out_fd_ : err_fd_) = -1;
+    }
+  }
+}
+
+std::string Process::read_line(std::chrono::milliseconds limit) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    std::size_t nl = out_.find('\n', line_pos_);
+    if (nl != std::string::npos) {
+      std::string line = out_.substr(line_pos_, nl - line_pos_);
+      line_pos_ = nl + 1;
+      return line;
+    }
+    if (std::chrono::steady_clock::now() > end || (out_fd_ < 0 && err_fd_ < 0)) return "";
+    if (out_fd_ < 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      pump(0);
+    } else {
+      pump(50);
+    }
+  }
+}
+
+void Process::signal(int sig) {
+  if (status_ < 0 && pid_ > 0) ::kill(pid_, sig);
+}
+
+int Process::wait(std::chrono::milliseconds limit) {
+  if (status_ >= 0) return status_;
+  auto end = std::chrono::steady_clock::now() + limit;
+  int status = 0;
+  for (;;) {
+    pump(20);
+    pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) break;
+    if (std::chrono::steady_clock::now() > end) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+      break;
+    }
+  }
+  while (out_fd_ >= 0 || err_fd_ >= 0) pump(50);
+  status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return status_;
+}
+
+long long field(const std::string& text, const std::string& key) {
+  std::size_t at = text.find(" " + key + "=");
+  if (at == std::string::npos) at = text.find(key + "=") == 0 ? 0 : std::string::npos;
+  if (at == std::string::npos) return -1;
+  at = text.find('=', at) + 1;
+  return std::stoll(text.substr(at));
+}
+
+double json_number(const std::string& json, const std::string& key) {
+  std::size_t at = json.find("\"" + key + "\": ");
+  if (at == std::string::npos) return -1;
+  return std::stod(json.substr(at + key.size() + 4));
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace test
