@@ -26,15 +26,27 @@ BackendKind parse_backend(std::string_view text) {
 
 namespace {
 
-// Splits "64MiB" into 64 and "MiB"; throws if there is no number.
+// Splits "64MiB" into 64 and "MiB"; throws, naming the text, unless a whole number comes first.
 double leading_number(std::string_view text, std::string_view& unit, const char* what) {
   std::size_t i = 0;
   while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
-  if (i == 0) throw std::invalid_argument(std::string(what) + " '" + std::string(text) + "': not a number");
-  double value = std::stod(std::string(text.substr(0, i)));
+  double value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + i, value);
+  if (i == 0 || ec != std::errc() || end != text.data() + i || !std::isfinite(value)) {
+    throw std::invalid_argument(std::string(what) + " '" + std::string(text) + "': not a number");
+  }
   unit = text.substr(i);
   while (!unit.empty() && unit.front() == ' ') unit.remove_prefix(1);
   return value;
+}
+
+// value * scale as an integer, or an error naming the text when it does not fit.
+int64_t scaled(double value, double scale, std::string_view text, const char* what) {
+  double result = std::round(value * scale);
+  if (!(result < 9.2e18)) {
+    throw std::invalid_argument(std::string(what) + " '" + std::string(text) + "': too large");
+  }
+  return static_cast<int64_t>(result);
 }
 
 std::string lower(std::string_view s) {
@@ -61,7 +73,7 @@ std::size_t parse_size(std::string_view text) {
   } else {
     throw std::invalid_argument("size '" + std::string(text) + "': unknown unit (use B, KiB, MiB, GiB)");
   }
-  return static_cast<std::size_t>(std::llround(value * scale));
+  return static_cast<std::size_t>(scaled(value, scale, text, "size"));
 }
 
 Duration parse_duration(std::string_view text) {
@@ -84,7 +96,7 @@ Duration parse_duration(std::string_view text) {
   } else {
     throw std::invalid_argument("duration '" + std::string(text) + "': needs a unit (ms, s, m, h)");
   }
-  return Duration(static_cast<int64_t>(std::llround(value * ns)));
+  return Duration(scaled(value, ns, text, "duration"));
 }
 
 std::string format_size(std::size_t bytes) {

@@ -26,6 +26,10 @@ void TimerWheel::unlink(uint32_t node) {
   uint32_t prev = nodes_[node].prev;
   nodes_[prev].next = next;
   nodes_[next].prev = prev;
+  // The last timer left a slot: clear its bit, so next_deadline() stays exact.
+  if (next == prev && next < kDueList) {
+    clear_bit(static_cast<int>(next / kSlots), next % kSlots);
+  }
 }
 
 void TimerWheel::place(uint32_t node) {
