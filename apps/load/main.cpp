@@ -394,7 +394,10 @@ int main(int argc, char** argv) {
     json.num("kernel_slab_growth_bytes", static_cast<double>(kernel_after.slab_bytes) - static_cast<double>(kernel_before.slab_bytes));
     json.num("kernel_tcp_mem_growth_bytes", static_cast<double>(kernel_after.tcp_mem_bytes) - static_cast<double>(kernel_before.tcp_mem_bytes));
     json.num("kernel_tcp_sockets", static_cast<double>(kernel_after.tcp_inuse));
-    if (established > 0) {
+    // Memory per connection means something only where the connections were idle: hold, and the
+    // idle ones held beside echo or rate traffic (measured after the ramp, before any traffic).
+    bool idle_figures = held_total > 0 && established > 0;
+    if (idle_figures) {
       double slab = (static_cast<double>(kernel_after.slab_bytes) - static_cast<double>(kernel_before.slab_bytes)) /
                     static_cast<double>(established);
       json.num("kernel_slab_bytes_per_connection", slab);
@@ -402,15 +405,17 @@ int main(int argc, char** argv) {
                   (static_cast<double>(kernel_after.slab_bytes) - static_cast<double>(kernel_before.slab_bytes)) / 1048576.0,
                   slab, with_commas(kernel_after.tcp_inuse).c_str());
     }
-    if (server_before && server_after && established > 0) {
+    if (server_before && server_after) {
       double growth = static_cast<double>(server_after->rss_bytes) - static_cast<double>(server_before->rss_bytes);
-      double per = growth / static_cast<double>(established);
-      std::printf("  server pid %d: RSS %.1f MiB -> %.1f MiB, %.1f bytes per connection\n", server_pid,
-                  static_cast<double>(server_before->rss_bytes) / 1048576.0,
-                  static_cast<double>(server_after->rss_bytes) / 1048576.0, per);
       json.num("server_rss_before_bytes", static_cast<double>(server_before->rss_bytes));
       json.num("server_rss_after_bytes", static_cast<double>(server_after->rss_bytes));
-      json.num("server_rss_bytes_per_connection", per);
+      if (idle_figures) {
+        double per = growth / static_cast<double>(established);
+        std::printf("  server pid %d: RSS %.1f MiB -> %.1f MiB, %.1f bytes per idle connection\n", server_pid,
+                    static_cast<double>(server_before->rss_bytes) / 1048576.0,
+                    static_cast<double>(server_after->rss_bytes) / 1048576.0, per);
+        json.num("server_rss_bytes_per_connection", per);
+      }
     }
     if (opt.mode != ml::Mode::kHold) {
       double mps = static_cast<double>(all.window_messages) / std::max(window_s, 1e-9);

@@ -171,6 +171,17 @@ TEST_P(OffloadTest, TimersFireOnTheirShardAndCancelledOnesDoNot) {
   std::atomic<bool> wrong_thread{false};
   std::atomic<bool> set{false};
   myriad::Shard& shard = server.runtime().shard(1);
+  struct Chain {
+    myriad::Shard& shard;
+    std::atomic<int>& fired;
+    void step(int left) {
+      if (left == 0) {
+        ++fired;
+        return;
+      }
+      shard.after(1ms, [this, left] { step(left - 1); });
+    }
+  } chain{shard, fired};
   shard.post([&] {
     for (int i = 0; i < 50; ++i) {
       shard.after(std::chrono::milliseconds(i), [&] {
@@ -181,13 +192,8 @@ TEST_P(OffloadTest, TimersFireOnTheirShardAndCancelledOnesDoNot) {
     myriad::TimerId doomed = shard.after(20ms, [&] { cancelled_fired = true; });
     EXPECT_TRUE(shard.cancel(doomed));
     EXPECT_FALSE(shard.cancel(doomed)) << "cancelling twice must say no the second time";
-    // A timer that re-arms itself from its own callback.
-    auto again = std::make_shared<std::function<void(int)>>();
-    *again = [&, again](int left) {
-      if (left > 0) shard.after(1ms, [again, left] { (*again)(left - 1); });
-      else ++fired;
-    };
-    (*again)(5);
+    // A timer that re-arms itself from its own callback, five times.
+    chain.step(5);
     set = true;
   });
   ASSERT_TRUE(test::eventually([&] { return fired == 51; }));
