@@ -5,6 +5,7 @@
 #include <myriad/chunk.hpp>
 #include <myriad/config.hpp>
 #include <myriad/connection.hpp>
+#include <myriad/coro.hpp>
 #include <myriad/counters.hpp>
 #include <myriad/handler.hpp>
 #include <myriad/runtime.hpp>
