@@ -257,9 +257,11 @@ int main(int argc, char **argv)
 
     struct io_uring_cqe *cqe;
     while (!stop) {
-        /* = io_uring_submit_and_wait(&ring, 1), with the signals unblocked while waiting */
-        ret = io_uring_submit_and_wait_timeout(&ring, &cqe, 1, NULL, &waitmask);
-        if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) die("io_uring_submit_and_wait", -ret);
+        /* = io_uring_submit_and_wait(&ring, 1), with the signals unblocked while waiting; the
+         * 100 ms timeout also re-checks `stop` on an idle server (costs nothing under load) */
+        struct __kernel_timespec tick = { .tv_sec = 0, .tv_nsec = 100000000 };
+        ret = io_uring_submit_and_wait_timeout(&ring, &cqe, 1, &tick, &waitmask);
+        if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME) die("io_uring_submit_and_wait", -ret);
         unsigned head, seen = 0;
         io_uring_for_each_cqe(&ring, head, cqe) {
             seen++;
