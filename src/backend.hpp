@@ -8,6 +8,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -31,11 +32,16 @@ struct BackendChoice {
   bool socket_commands = false;   // SOCKET_URING_OP_SETSOCKOPT on direct descriptors
   bool receive_limits = false;    // multishot receive honours per-pass and total byte limits
   uint32_t slots_per_ring = 0;    // fixed-file table size (RLIMIT_NOFILE caps each ring's)
+  uint32_t fd_limit = 0;          // RLIMIT_NOFILE (soft, raised to the hard limit)
 };
 
 // RLIMIT_NOFILE after raising its soft limit to the hard one (each io_uring ring's
 // direct-descriptor table is capped by it, and so is the epoll backend's capacity).
 uint32_t fd_limit();
+
+// Slots of an io_uring ring that accepting leaves free (see kAcceptMargin): a ring holds
+// slots - accept_margin(slots) accepted connections.
+inline uint32_t accept_margin(uint32_t slots) { return std::min<uint32_t>(1024, slots / 4); }
 
 // Probes the kernel: io_uring first unless epoll is forced. A forced io_uring that cannot run
 // throws std::runtime_error naming the cause and the fix.

@@ -149,6 +149,7 @@ void Config::validate() const {
   if (idle_timeout.count() < 0 || drain_timeout.count() < 0) fail("timeouts must not be negative");
   if (handlers_on_workers && workers == 0) fail("handlers_on_workers needs workers > 0");
   if (worker_queue == 0) fail("worker_queue must be at least 1");
+  if (ring_slots != 0 && ring_slots < 64) fail("ring_slots " + std::to_string(ring_slots) + ": at least 64");
   if (shards > 1024) fail("shards " + std::to_string(shards) + ": at most 1024");
 }
 

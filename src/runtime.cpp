@@ -51,6 +51,9 @@ RuntimeImpl::RuntimeImpl(Runtime& runtime, Config cfg) : facade(runtime), config
   config.validate();
   shard_count = config.shards != 0 ? config.shards : online_cpus();
   choice = detail::choose_backend(config.backend);
+  if (config.ring_slots != 0 && choice.kind == BackendKind::kUring) {
+    choice.slots_per_ring = static_cast<uint32_t>(std::min<std::size_t>(config.ring_slots, choice.slots_per_ring));
+  }
 
   std::size_t chunks = config.buffer_pool_bytes / config.buffer_size / shard_count;
   if (chunks < 2) {
@@ -69,7 +72,8 @@ RuntimeImpl::RuntimeImpl(Runtime& runtime, Config cfg) : facade(runtime), config
   if (choice.kind == BackendKind::kUring) {
     // SO_REUSEPORT spreads connections unevenly by a little: leave each shard some room.
     per_shard += per_shard / 32 + 64;
-    std::size_t rings = (per_shard + choice.slots_per_ring - 1) / choice.slots_per_ring;
+    std::size_t usable = choice.slots_per_ring - detail::accept_margin(choice.slots_per_ring);
+    std::size_t rings = (per_shard + usable - 1) / usable;
     shard_capacity = static_cast<uint32_t>(rings * choice.slots_per_ring);
   } else {
     shard_capacity = detail::fd_limit();  // ids are descriptors
@@ -78,10 +82,14 @@ RuntimeImpl::RuntimeImpl(Runtime& runtime, Config cfg) : facade(runtime), config
   pool_bytes = std::size_t{chunks_per_shard} * config.buffer_size * shard_count;
   // Faulted in now: the pool is a fixed start-up cost, and the kernel cycles through a buffer
   // ring's chunks in order, so it would otherwise grow into RSS during the first traffic.
-  void* mem = ::mmap(nullptr, pool_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  void* mem = ::mmap(nullptr, pool_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) {
     throw std::runtime_error("buffer_pool " + format_size(pool_bytes) + ": " + std::strerror(errno));
   }
+  // Huge pages where the kernel allows them: the kernel writes into chunks all over the pool,
+  // and with 4 KiB pages every receive would be a TLB miss.
+  ::madvise(mem, pool_bytes, MADV_HUGEPAGE);
+  ::madvise(mem, pool_bytes, MADV_POPULATE_WRITE);
   pool_memory = static_cast<std::byte*>(mem);
 
   if (config.workers > 0) workers = std::make_unique<detail::WorkerPool>(config.workers, config.worker_queue);

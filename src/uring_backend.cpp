@@ -64,9 +64,11 @@ constexpr uint32_t kSocketCmdSetsockopt = 3;  // SOCKET_URING_OP_SETSOCKOPT (Lin
 
 constexpr unsigned kSqEntries = 1024;
 constexpr unsigned kCqEntries = 4 * kSqEntries;
-// Slots left free in a ring before accepting moves to the next one, so a burst of accepts
-// completing in one batch does not meet a full table.
-constexpr uint32_t kAcceptMargin = 256;
+// Slots left free in a ring before accepting moves to the next one: a multishot accept that
+// finds the table full loses that connection (the kernel closes it), and the shard sees accepts
+// only between rounds of deferred work: at most about 20 task-work items of up to 32 accepts
+// each, 640, arrive before it can move on. So 1,024 on full-size rings: no connection is lost.
+// (accept_margin() in backend.hpp: 1,024, or a quarter of a small ring.)
 // Chunks a ring keeps provided when it is one of several and not busy.
 constexpr uint32_t kMinRingShare = 8;
 // Chunks one connection's multishot receive may fill in one pass over the ring's work.
@@ -291,14 +293,18 @@ class UringBackend final : public Backend {
       for (auto& fn : run) fn();
       timeout_ns = 0;
     }
-    publish_all();
+    // Chunks released since the last turn (timers, offload results) reach starved rings now,
+    // before the shard can sleep on them.
+    refill();
+    if (more_starved_) timeout_ns = 0;
     if (!event_armed_) arm_event();
-    for (std::size_t k = 1; k < rings_.size(); ++k) {
-      if (io_uring_sq_ready(&rings_[k]->ring) > 0) io_uring_submit(&rings_[k]->ring);
-    }
     bool sleep = timeout_ns != 0 && !work_pending();
     bool signalling = false;
     if (sleep && rings_.size() > 1) {
+      // What the other rings queued must reach the kernel before we block on ring 0.
+      for (std::size_t k = 1; k < rings_.size(); ++k) {
+        if (io_uring_sq_ready(&rings_[k]->ring) > 0) io_uring_submit(&rings_[k]->ring);
+      }
       // Let the other rings wake us, then look once more: work that came before this point
       // is seen here, work that comes after it signals the eventfd.
       set_eventfd_disabled(false);
@@ -317,14 +323,16 @@ class UringBackend final : public Backend {
       } else {
         io_uring_submit_and_wait(&main.ring, 1);
       }
-    } else {
+    } else if (io_uring_sq_ready(&main.ring) > 0 || ring_has_work(main)) {
+      // Busy: enter a ring only if it has something to submit or to complete, so that a shard
+      // whose active connections sit on another ring pays one system call per turn, not three.
       io_uring_submit_and_get_events(&main.ring);
     }
     if (signalling) set_eventfd_disabled(true);
     reap(main);
     for (std::size_t k = 1; k < rings_.size(); ++k) {
       Ring& r = *rings_[k];
-      if (!ring_has_work(r)) continue;
+      if (!ring_has_work(r) && io_uring_sq_ready(&r.ring) == 0) continue;
       io_uring_submit_and_get_events(&r.ring);
       reap(r);
     }
@@ -351,6 +359,8 @@ class UringBackend final : public Backend {
   };
 
   Ring& ring_of(uint32_t id) { return *rings_[id / slots_]; }
+  // Slots a ring keeps free before accepting moves on (a quarter of a small ring).
+  uint32_t margin() const { return accept_margin(slots_); }
 
   io_uring_sqe* get_sqe(Ring& r) {
     io_uring_sqe* sqe = io_uring_get_sqe(&r.ring);
@@ -429,7 +439,7 @@ class UringBackend final : public Backend {
   // The lowest ring with room for one more connection, adding a ring if all are full.
   Ring* ring_with_room() {
     for (auto& r : rings_) {
-      if (r->used + kAcceptMargin < slots_ || (slots_ <= kAcceptMargin * 2 && r->used < slots_)) return r.get();
+      if (r->used + margin() < slots_) return r.get();
     }
     if (rings_.size() >= max_rings_) return nullptr;
     add_ring();
@@ -533,6 +543,7 @@ class UringBackend final : public Backend {
   // Gives starving rings chunks from the shard's free list and re-arms their starved
   // connections, one per chunk provided, oldest first.
   void refill() {
+    more_starved_ = false;
     for (auto& owned : rings_) {
       Ring& r = *owned;
       publish(r);
@@ -550,6 +561,10 @@ class UringBackend final : public Backend {
         arm_receive(r, id);
         --budget;
       }
+      // One connection per chunk per turn, so a ring with few chunks does not turn a long
+      // queue into a storm of ENOBUFS; the rest go next turn, without waiting for a completion
+      // (the ones just armed may be idle and never complete).
+      if (!r.starved.empty() && r.provided > 0) more_starved_ = true;
       if (r.starved.empty()) --starving_;
     }
   }
@@ -563,7 +578,7 @@ class UringBackend final : public Backend {
     Ring* victim = nullptr;
     for (auto& owned : rings_) {
       Ring& r = *owned;
-      if (&r == &hungry || !r.starved.empty() || r.provided + r.adds <= kMinRingShare) continue;
+      if (&r == &hungry || !r.starved.empty() || r.provided + r.adds == 0) continue;
       if (io_uring_cq_ready(&r.ring) > 0 || (sq_flags(r) & IORING_SQ_CQ_OVERFLOW) != 0) continue;
       if (victim == nullptr || r.provided > victim->provided) victim = &r;
     }
@@ -709,8 +724,7 @@ class UringBackend final : public Backend {
       rec.io = 0;
       shard_.on_accepted(id, index);
       l.errors = 0;
-      if (current && (flags & IORING_CQE_F_MORE) != 0 && r.used + kAcceptMargin >= slots_ &&
-          slots_ > kAcceptMargin * 2) {
+      if (current && (flags & IORING_CQE_F_MORE) != 0 && r.used + margin() >= slots_) {
         cancel_accept(index);  // this ring is nearly full: accept on the next one
         arm_accept(index);
       }
@@ -723,7 +737,7 @@ class UringBackend final : public Backend {
     if (!l.active) return;
     if (res == -ENFILE) {
       // The table filled before we moved on: make sure the next arm skips this ring.
-      rings_[ring_index]->used = std::max(rings_[ring_index]->used, slots_ - std::min(slots_, kAcceptMargin));
+      rings_[ring_index]->used = std::max(rings_[ring_index]->used, slots_ - margin());
     }
     // A listener failing again and again is re-armed from the next turn, not in a tight loop.
     if (l.errors > 16) {
@@ -792,6 +806,7 @@ class UringBackend final : public Backend {
   std::unordered_map<uint32_t, Address> connect_to_;
   std::vector<std::function<void()>> deferred_;
   uint32_t starving_ = 0;  // rings with connections waiting for chunks
+  bool more_starved_ = false;  // refill left starved connections on rings that have chunks
   uint64_t reclaims_ = 0;
   uint64_t event_value_ = 0;
   bool event_armed_ = false;
@@ -984,6 +999,7 @@ BackendChoice choose_backend(BackendKind wanted) {
   choice.kind = BackendKind::kUring;
   choice.ring_flags = flags;
   choice.slots_per_ring = std::max<uint32_t>(limit, 64);
+  choice.fd_limit = limit;
   choice.reason = wanted == BackendKind::kUring ? "chosen by configuration" : "available";
   std::string f;
   if ((flags & IORING_SETUP_DEFER_TASKRUN) != 0) {

@@ -65,6 +65,10 @@ struct Config {
   // New connections taken per listener per loop turn, so that accepting cannot starve
   // established connections.
   unsigned accepts_per_turn = 64;
+  // io_uring: direct descriptors per ring. A shard adds rings as they fill; the kernel caps each
+  // ring's table at RLIMIT_NOFILE. 0: that cap (the fewest rings). Smaller values only make
+  // sense for testing the many-ring paths.
+  std::size_t ring_slots = 0;
   // Pin shard i to CPU (first_cpu + i) % online CPUs. -1: no pinning.
   int first_cpu = -1;
 
