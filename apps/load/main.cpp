@@ -46,7 +46,7 @@ options:
   --idle N              echo/rate: also hold N idle connections (verified at the end)
   --connect-rate R      new connections per second (default 20000)
   --connect-window N    connects in flight at once (default 4096)
-  --ramp-timeout DUR    give up establishing after this (default: twice the ramp's time, >= 30s)
+  --ramp-timeout DUR    give up establishing after this (default: 4x the ramp at --connect-rate, >= 60s)
   --verify-timeout DUR  give up on probes after this (default 30s)
   --server-pid PID      read the server's RSS and CPU time from /proc
   --json FILE           write every figure as JSON
@@ -206,7 +206,8 @@ int main(int argc, char** argv) {
   uint64_t total = held_total + active_total;
   if (opt.ramp_timeout.count() == 0) {
     double ramp_s = static_cast<double>(total) / opt.connect_rate;
-    opt.ramp_timeout = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(std::max(30.0, 2 * ramp_s)));
+    // Generous: the rate asked for is an upper bound, and the kernel may grant less.
+    opt.ramp_timeout = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(std::max(60.0, 4 * ramp_s)));
   }
   config.max_connections = total + 1024;
   config.buffer_pool_bytes = std::size_t{16} << 20;
