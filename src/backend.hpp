@@ -41,7 +41,9 @@ uint32_t fd_limit();
 
 // Slots of an io_uring ring that accepting leaves free (see kAcceptMargin): a ring holds
 // slots - accept_margin(slots) accepted connections.
-inline uint32_t accept_margin(uint32_t slots) { return std::min<uint32_t>(1024, slots / 4); }
+inline uint32_t accept_margin(uint32_t slots) {
+  return std::min<uint32_t>(1024, slots / 4);
+}
 
 // Probes the kernel: io_uring first unless epoll is forced. A forced io_uring that cannot run
 // throws std::runtime_error naming the cause and the fix.

@@ -10,9 +10,12 @@ namespace myriad {
 
 const char* to_string(BackendKind kind) {
   switch (kind) {
-    case BackendKind::kAuto: return "auto";
-    case BackendKind::kUring: return "io_uring";
-    case BackendKind::kEpoll: return "epoll";
+    case BackendKind::kAuto:
+      return "auto";
+    case BackendKind::kUring:
+      return "io_uring";
+    case BackendKind::kEpoll:
+      return "epoll";
   }
   return "?";
 }
@@ -29,7 +32,8 @@ namespace {
 // Splits "64MiB" into 64 and "MiB"; throws, naming the text, unless a whole number comes first.
 double leading_number(std::string_view text, std::string_view& unit, const char* what) {
   std::size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
+    ++i;
   double value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + i, value);
   if (i == 0 || ec != std::errc() || end != text.data() + i || !std::isfinite(value)) {
@@ -71,7 +75,8 @@ std::size_t parse_size(std::string_view text) {
   } else if (u == "g" || u == "gb" || u == "gib") {
     scale = 1024.0 * 1024 * 1024;
   } else {
-    throw std::invalid_argument("size '" + std::string(text) + "': unknown unit (use B, KiB, MiB, GiB)");
+    throw std::invalid_argument("size '" + std::string(text) +
+                                "': unknown unit (use B, KiB, MiB, GiB)");
   }
   return static_cast<std::size_t>(scaled(value, scale, text, "size"));
 }
@@ -136,20 +141,22 @@ void Config::validate() const {
          format_size(buffer_size) + " chunks per shard");
   }
   if (write_low_watermark > write_high_watermark) {
-    fail("write_low_watermark " + std::to_string(write_low_watermark) + " is above write_high_watermark " +
-         std::to_string(write_high_watermark));
+    fail("write_low_watermark " + std::to_string(write_low_watermark) +
+         " is above write_high_watermark " + std::to_string(write_high_watermark));
   }
   if (write_high_watermark > max_write_queue) {
-    fail("write_high_watermark " + std::to_string(write_high_watermark) + " is above max_write_queue " +
-         std::to_string(max_write_queue));
+    fail("write_high_watermark " + std::to_string(write_high_watermark) +
+         " is above max_write_queue " + std::to_string(max_write_queue));
   }
   if (max_connections == 0) fail("max_connections must be at least 1");
-  if (max_connections > (std::size_t{1} << 30)) fail("max_connections " + std::to_string(max_connections) + ": at most 2^30");
+  if (max_connections > (std::size_t{1} << 30))
+    fail("max_connections " + std::to_string(max_connections) + ": at most 2^30");
   if (timer_tick < std::chrono::microseconds(1)) fail("timer_tick must be at least 1us");
   if (idle_timeout.count() < 0 || drain_timeout.count() < 0) fail("timeouts must not be negative");
   if (handlers_on_workers && workers == 0) fail("handlers_on_workers needs workers > 0");
   if (worker_queue == 0) fail("worker_queue must be at least 1");
-  if (ring_slots != 0 && ring_slots < 64) fail("ring_slots " + std::to_string(ring_slots) + ": at least 64");
+  if (ring_slots != 0 && ring_slots < 64)
+    fail("ring_slots " + std::to_string(ring_slots) + ": at least 64");
   if (shards > 1024) fail("shards " + std::to_string(shards) + ": at most 1024");
 }
 

@@ -19,14 +19,22 @@ namespace flag = detail::flag;
 
 const char* to_string(CloseReason reason) {
   switch (reason) {
-    case CloseReason::kPeerClosed: return "peer closed";
-    case CloseReason::kReset: return "reset";
-    case CloseReason::kIdleTimeout: return "idle timeout";
-    case CloseReason::kSlowReader: return "slow reader";
-    case CloseReason::kInputOverflow: return "input overflow";
-    case CloseReason::kLocal: return "closed locally";
-    case CloseReason::kShutdown: return "shutdown";
-    case CloseReason::kConnectFailed: return "connect failed";
+    case CloseReason::kPeerClosed:
+      return "peer closed";
+    case CloseReason::kReset:
+      return "reset";
+    case CloseReason::kIdleTimeout:
+      return "idle timeout";
+    case CloseReason::kSlowReader:
+      return "slow reader";
+    case CloseReason::kInputOverflow:
+      return "input overflow";
+    case CloseReason::kLocal:
+      return "closed locally";
+    case CloseReason::kShutdown:
+      return "shutdown";
+    case CloseReason::kConnectFailed:
+      return "connect failed";
   }
   return "?";
 }
@@ -39,15 +47,21 @@ void Chunk::release() {
   data_ = nullptr;
 }
 
-bool Connection::valid() const { return shard_ != nullptr && shard_->conn_valid(id_, gen_); }
+bool Connection::valid() const {
+  return shard_ != nullptr && shard_->conn_valid(id_, gen_);
+}
 
-Shard& Connection::shard() const { return *shard_; }
+Shard& Connection::shard() const {
+  return *shard_;
+}
 
 bool Connection::outbound() const {
   return valid() && (shard_->record(id_).flags & flag::kOutbound) != 0;
 }
 
-void* Connection::user() const { return shard_ == nullptr ? nullptr : shard_->user_of(id_, gen_); }
+void* Connection::user() const {
+  return shard_ == nullptr ? nullptr : shard_->user_of(id_, gen_);
+}
 
 void Connection::set_user(void* user) {
   if (shard_ != nullptr) shard_->set_user(id_, gen_, user);
@@ -73,7 +87,9 @@ bool Connection::send(std::span<const std::byte> data) {
   return shard_->send_copy(id_, gen_, data);
 }
 
-std::size_t Connection::queued() const { return shard_ == nullptr ? 0 : shard_->queued(id_, gen_); }
+std::size_t Connection::queued() const {
+  return shard_ == nullptr ? 0 : shard_->queued(id_, gen_);
+}
 
 bool Connection::writable() const {
   return valid() && (shard_->record(id_).flags & flag::kAboveHigh) == 0;
@@ -131,19 +147,29 @@ void Connection::offload_job(std::unique_ptr<detail::OffloadJob> job) {
 
 // ---- Shard ----
 
-Shard* Shard::current() { return ShardImpl::current_impl(); }
+Shard* Shard::current() {
+  return ShardImpl::current_impl();
+}
 
-unsigned Shard::index() const { return static_cast<const ShardImpl*>(this)->shard_index(); }
+unsigned Shard::index() const {
+  return static_cast<const ShardImpl*>(this)->shard_index();
+}
 
-Runtime& Shard::runtime() const { return static_cast<const ShardImpl*>(this)->runtime_impl().facade; }
+Runtime& Shard::runtime() const {
+  return static_cast<const ShardImpl*>(this)->runtime_impl().facade;
+}
 
-void Shard::post(std::function<void()> fn) { static_cast<ShardImpl*>(this)->post_task(std::move(fn)); }
+void Shard::post(std::function<void()> fn) {
+  static_cast<ShardImpl*>(this)->post_task(std::move(fn));
+}
 
 TimerId Shard::after(Duration d, std::function<void()> fn) {
   return static_cast<ShardImpl*>(this)->add_timer(d, std::move(fn));
 }
 
-bool Shard::cancel(TimerId id) { return static_cast<ShardImpl*>(this)->cancel_timer(id); }
+bool Shard::cancel(TimerId id) {
+  return static_cast<ShardImpl*>(this)->cancel_timer(id);
+}
 
 void Shard::connect(const Address& to, Handler& handler, void* user) {
   auto* self = static_cast<ShardImpl*>(this);
@@ -158,7 +184,9 @@ std::chrono::steady_clock::time_point Shard::now() const {
   return static_cast<const ShardImpl*>(this)->loop_now();
 }
 
-Counters Shard::counters() const { return static_cast<const ShardImpl*>(this)->snapshot(); }
+Counters Shard::counters() const {
+  return static_cast<const ShardImpl*>(this)->snapshot();
+}
 
 void Shard::offload_job(std::unique_ptr<detail::OffloadJob> job) {
   static_cast<ShardImpl*>(this)->offload(0, 0, false, std::move(job));

@@ -13,9 +13,13 @@ void* Task::promise_type::operator new(std::size_t bytes) {
   return ::operator new(bytes);
 }
 
-void Task::promise_type::operator delete(void* p, std::size_t bytes) { ::operator delete(p, bytes); }
+void Task::promise_type::operator delete(void* p, std::size_t bytes) {
+  ::operator delete(p, bytes);
+}
 
-std::size_t Task::last_frame_bytes() { return last_frame.load(std::memory_order_relaxed); }
+std::size_t Task::last_frame_bytes() {
+  return last_frame.load(std::memory_order_relaxed);
+}
 
 void Task::promise_type::Final::await_suspend(std::coroutine_handle<promise_type> h) noexcept {
   Stream* s = h.promise().stream;

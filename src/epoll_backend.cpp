@@ -39,13 +39,13 @@ constexpr uint64_t kEventTag = uint64_t{1} << 62;
 constexpr int kReadsPerTurn = 4;
 
 namespace io {
-constexpr uint8_t kReadable = 1 << 0;    // an edge said readable and we have not drained it
-constexpr uint8_t kInReady = 1 << 1;     // queued in ready_
+constexpr uint8_t kReadable = 1 << 0;  // an edge said readable and we have not drained it
+constexpr uint8_t kInReady = 1 << 1;   // queued in ready_
 constexpr uint8_t kWantRead = 1 << 2;
-constexpr uint8_t kWaitWrite = 1 << 3;   // a send waits for EPOLLOUT
+constexpr uint8_t kWaitWrite = 1 << 3;  // a send waits for EPOLLOUT
 constexpr uint8_t kConnecting = 1 << 4;
-constexpr uint8_t kStarved = 1 << 5;     // queued in starved_
-constexpr uint8_t kHangup = 1 << 6;      // the peer shut down: read on until end of stream
+constexpr uint8_t kStarved = 1 << 5;  // queued in starved_
+constexpr uint8_t kHangup = 1 << 6;   // the peer shut down: read on until end of stream
 }  // namespace io
 
 class EpollBackend final : public Backend {
@@ -297,7 +297,8 @@ class EpollBackend final : public Backend {
     BufferPool& pool = shard_.pool();
     for (int k = 0; k < kReadsPerTurn; ++k) {
       Record& r = shard_.record(id);
-      if ((r.flags & flag::kOpen) == 0 || (r.io & (io::kWantRead | io::kReadable)) != (io::kWantRead | io::kReadable)) {
+      if ((r.flags & flag::kOpen) == 0 ||
+          (r.io & (io::kWantRead | io::kReadable)) != (io::kWantRead | io::kReadable)) {
         return;
       }
       uint32_t chunk;

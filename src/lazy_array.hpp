@@ -27,7 +27,8 @@ class LazyArray {
     void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) {
-      throw std::runtime_error("reserve " + std::to_string(bytes_) + " bytes of address space failed");
+      throw std::runtime_error("reserve " + std::to_string(bytes_) +
+                               " bytes of address space failed");
     }
     data_ = static_cast<T*>(p);
   }

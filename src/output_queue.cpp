@@ -42,7 +42,8 @@ void OutputQueue::append_copy(const void* data, std::size_t len) {
     std::size_t take = std::min(len, capacity);
     auto* block = new std::byte[capacity];
     std::memcpy(block, src, take);
-    segs_.push_back(Segment{block, 0, static_cast<uint32_t>(take), static_cast<uint32_t>(capacity), kHeap});
+    segs_.push_back(
+        Segment{block, 0, static_cast<uint32_t>(take), static_cast<uint32_t>(capacity), kHeap});
     bytes_ += take;
     src += take;
     len -= take;

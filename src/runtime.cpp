@@ -52,13 +52,15 @@ RuntimeImpl::RuntimeImpl(Runtime& runtime, Config cfg) : facade(runtime), config
   shard_count = config.shards != 0 ? config.shards : online_cpus();
   choice = detail::choose_backend(config.backend);
   if (config.ring_slots != 0 && choice.kind == BackendKind::kUring) {
-    choice.slots_per_ring = static_cast<uint32_t>(std::min<std::size_t>(config.ring_slots, choice.slots_per_ring));
+    choice.slots_per_ring =
+        static_cast<uint32_t>(std::min<std::size_t>(config.ring_slots, choice.slots_per_ring));
   }
 
   std::size_t chunks = config.buffer_pool_bytes / config.buffer_size / shard_count;
   if (chunks < 2) {
     throw std::invalid_argument("buffer_pool " + format_size(config.buffer_pool_bytes) + " gives " +
-                                std::to_string(chunks) + " chunks of " + format_size(config.buffer_size) +
+                                std::to_string(chunks) + " chunks of " +
+                                format_size(config.buffer_size) +
                                 " per shard; at least 2 are needed");
   }
   if (chunks > kMaxChunksPerShard) {
@@ -82,9 +84,11 @@ RuntimeImpl::RuntimeImpl(Runtime& runtime, Config cfg) : facade(runtime), config
   pool_bytes = std::size_t{chunks_per_shard} * config.buffer_size * shard_count;
   // Faulted in now: the pool is a fixed start-up cost, and the kernel cycles through a buffer
   // ring's chunks in order, so it would otherwise grow into RSS during the first traffic.
-  void* mem = ::mmap(nullptr, pool_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* mem =
+      ::mmap(nullptr, pool_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) {
-    throw std::runtime_error("buffer_pool " + format_size(pool_bytes) + ": " + std::strerror(errno));
+    throw std::runtime_error("buffer_pool " + format_size(pool_bytes) + ": " +
+                             std::strerror(errno));
   }
   // Huge pages where the kernel allows them: the kernel writes into chunks all over the pool,
   // and with 4 KiB pages every receive would be a TLB miss.
@@ -92,7 +96,8 @@ RuntimeImpl::RuntimeImpl(Runtime& runtime, Config cfg) : facade(runtime), config
   ::madvise(mem, pool_bytes, MADV_POPULATE_WRITE);
   pool_memory = static_cast<std::byte*>(mem);
 
-  if (config.workers > 0) workers = std::make_unique<detail::WorkerPool>(config.workers, config.worker_queue);
+  if (config.workers > 0)
+    workers = std::make_unique<detail::WorkerPool>(config.workers, config.worker_queue);
   for (unsigned i = 0; i < shard_count; ++i) {
     std::byte* slice = pool_memory + std::size_t{i} * chunks_per_shard * config.buffer_size;
     shards.push_back(std::make_unique<ShardImpl>(*this, i, slice, chunks_per_shard));
@@ -158,7 +163,8 @@ Address Runtime::listen(const Address& at, Handler& handler) {
   });
 }
 
-Address Runtime::listen(const Address& at, std::function<std::unique_ptr<Handler>(Shard&)> factory) {
+Address Runtime::listen(const Address& at,
+                        std::function<std::unique_ptr<Handler>(Shard&)> factory) {
   return bind_listeners(*impl_, at, [&factory](ShardImpl& shard, int fd) {
     ShardImpl::Listener l;
     l.fd = fd;
@@ -212,13 +218,21 @@ void Runtime::wait() {
   }
 }
 
-bool Runtime::running() const { return impl_->running_shards.load() > 0; }
+bool Runtime::running() const {
+  return impl_->running_shards.load() > 0;
+}
 
-unsigned Runtime::shard_count() const { return impl_->shard_count; }
+unsigned Runtime::shard_count() const {
+  return impl_->shard_count;
+}
 
-Shard& Runtime::shard(unsigned index) { return *impl_->shards.at(index); }
+Shard& Runtime::shard(unsigned index) {
+  return *impl_->shards.at(index);
+}
 
-const Config& Runtime::config() const { return impl_->config; }
+const Config& Runtime::config() const {
+  return impl_->config;
+}
 
 BackendInfo Runtime::backend() const {
   const RuntimeImpl& impl = *impl_;

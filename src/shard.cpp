@@ -30,7 +30,9 @@ constexpr std::size_t kMaxCachedExt = 4096;
 
 thread_local ShardImpl::Strand* ShardImpl::running_strand_ = nullptr;
 
-ShardImpl* ShardImpl::current_impl() { return tls_shard; }
+ShardImpl* ShardImpl::current_impl() {
+  return tls_shard;
+}
 
 ShardImpl::ShardImpl(RuntimeImpl& runtime, unsigned index, std::byte* pool, uint32_t chunks)
     : runtime_(runtime),
@@ -44,9 +46,9 @@ ShardImpl::ShardImpl(RuntimeImpl& runtime, unsigned index, std::byte* pool, uint
                   ? static_cast<uint32_t>(config_.max_connection_buffers)
                   : std::clamp<uint32_t>(chunks / 32, 4, 64);
   tick_ns_ = std::max<uint64_t>(1000, static_cast<uint64_t>(config_.timer_tick.count()));
-  idle_ticks_ = static_cast<uint32_t>(
-      std::min<uint64_t>(UINT32_MAX / 2, (static_cast<uint64_t>(config_.idle_timeout.count()) +
-                                          tick_ns_ - 1) / tick_ns_));
+  idle_ticks_ = static_cast<uint32_t>(std::min<uint64_t>(
+      UINT32_MAX / 2,
+      (static_cast<uint64_t>(config_.idle_timeout.count()) + tick_ns_ - 1) / tick_ns_));
   wheel_ = std::make_unique<detail::TimerWheel>(capacity_ + kMaxUserTimers);
   event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (event_fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
@@ -75,7 +77,9 @@ void ShardImpl::run(std::function<void(std::exception_ptr)> ready) {
       long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
       cpu_set_t set;
       CPU_ZERO(&set);
-      CPU_SET(static_cast<int>((static_cast<long>(config_.first_cpu) + index_) % std::max(1L, cpus)), &set);
+      CPU_SET(
+          static_cast<int>((static_cast<long>(config_.first_cpu) + index_) % std::max(1L, cpus)),
+          &set);
       pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
     }
     const auto& choice = runtime_.choice;
@@ -185,7 +189,8 @@ uint8_t ShardImpl::handler_index(Handler* h) {
   for (std::size_t i = 0; i < handlers_.size(); ++i) {
     if (handlers_[i] == h) return static_cast<uint8_t>(i);
   }
-  if (handlers_.size() >= 255) throw std::runtime_error("a shard serves at most 255 distinct handlers");
+  if (handlers_.size() >= 255)
+    throw std::runtime_error("a shard serves at most 255 distinct handlers");
   handlers_.push_back(h);
   return static_cast<uint8_t>(handlers_.size() - 1);
 }
@@ -220,7 +225,8 @@ void ShardImpl::open_connection(uint32_t id, uint8_t handler, void* user, bool o
     wheel_->arm(id, tick_now_ + idle_ticks_);
   }
   uint16_t gen = r.gen;
-  dispatch(id, [this, id, gen] { handlers_[records_[id].handler]->on_open(Connection(this, id, gen)); });
+  dispatch(
+      id, [this, id, gen] { handlers_[records_[id].handler]->on_open(Connection(this, id, gen)); });
   update_receiving(id);
 }
 
@@ -403,9 +409,9 @@ void ShardImpl::maybe_free_ext(uint32_t id) {
   Record& r = records_[id];
   Ext* e = r.ext;
   if (e == nullptr) return;
-  bool open_and_busy = (r.flags & flag::kOpen) != 0 &&
-                       (!e->out.empty() || (r.flags & flag::kSending) != 0 || e->spill_size != 0 ||
-                        e->offloads != 0);
+  bool open_and_busy =
+      (r.flags & flag::kOpen) != 0 && (!e->out.empty() || (r.flags & flag::kSending) != 0 ||
+                                       e->spill_size != 0 || e->offloads != 0);
   if (open_and_busy) return;
   if (e->prev != nullptr) e->prev->next = e->next;
   if (e->next != nullptr) e->next->prev = e->prev;
@@ -440,7 +446,8 @@ bool ShardImpl::conn_valid(uint32_t id, uint16_t gen) const {
 
 bool ShardImpl::send_chunk(uint32_t id, uint16_t gen, Chunk&& chunk) {
   Record* r = live(id, gen);
-  if (r == nullptr || (r->flags & (flag::kCloseAfterFlush | flag::kShutAfterFlush | flag::kWriteShut)) != 0) {
+  if (r == nullptr ||
+      (r->flags & (flag::kCloseAfterFlush | flag::kShutAfterFlush | flag::kWriteShut)) != 0) {
     return false;
   }
   if (chunk.empty()) return true;
@@ -465,7 +472,8 @@ bool ShardImpl::send_chunk(uint32_t id, uint16_t gen, Chunk&& chunk) {
 
 bool ShardImpl::send_copy(uint32_t id, uint16_t gen, std::span<const std::byte> data) {
   Record* r = live(id, gen);
-  if (r == nullptr || (r->flags & (flag::kCloseAfterFlush | flag::kShutAfterFlush | flag::kWriteShut)) != 0) {
+  if (r == nullptr ||
+      (r->flags & (flag::kCloseAfterFlush | flag::kShutAfterFlush | flag::kWriteShut)) != 0) {
     return false;
   }
   if (data.empty()) return true;
@@ -549,7 +557,8 @@ void ShardImpl::on_sent(uint32_t id, int result) {
   }
   counters_.bytes_out.add(static_cast<uint64_t>(result));
   counters_.sends.add();
-  e->out.consume(static_cast<std::size_t>(result), [this](uint32_t chunk) { release_chunk(chunk); });
+  e->out.consume(static_cast<std::size_t>(result),
+                 [this](uint32_t chunk) { release_chunk(chunk); });
   counters_.queued_bytes.sub(static_cast<uint64_t>(result));
   if ((r.flags & flag::kAboveHigh) != 0 && e->out.bytes() <= config_.write_low_watermark) {
     r.flags &= ~flag::kAboveHigh;
@@ -570,7 +579,8 @@ void ShardImpl::on_sent(uint32_t id, int result) {
 // The output queue is empty and nothing is in flight: act on what waited for that.
 void ShardImpl::after_drained(uint32_t id) {
   Record& r = records_[id];
-  if ((r.flags & (flag::kOpen | flag::kClosing)) != flag::kOpen || (r.flags & flag::kSending) != 0) return;
+  if ((r.flags & (flag::kOpen | flag::kClosing)) != flag::kOpen || (r.flags & flag::kSending) != 0)
+    return;
   if (r.ext != nullptr && !r.ext->out.empty()) return;
   if ((r.flags & flag::kCloseAfterFlush) != 0) {
     if (r.ext == nullptr || r.ext->offloads == 0) {
@@ -592,14 +602,29 @@ void ShardImpl::after_drained(uint32_t id) {
 
 void ShardImpl::count_close(CloseReason reason) {
   switch (reason) {
-    case CloseReason::kPeerClosed: counters_.closed_peer.add(); break;
-    case CloseReason::kReset: counters_.closed_reset.add(); break;
-    case CloseReason::kIdleTimeout: counters_.closed_idle.add(); break;
-    case CloseReason::kSlowReader: counters_.closed_slow_reader.add(); break;
-    case CloseReason::kInputOverflow: counters_.closed_input_overflow.add(); break;
-    case CloseReason::kLocal: counters_.closed_local.add(); break;
-    case CloseReason::kShutdown: counters_.closed_shutdown.add(); break;
-    case CloseReason::kConnectFailed: break;
+    case CloseReason::kPeerClosed:
+      counters_.closed_peer.add();
+      break;
+    case CloseReason::kReset:
+      counters_.closed_reset.add();
+      break;
+    case CloseReason::kIdleTimeout:
+      counters_.closed_idle.add();
+      break;
+    case CloseReason::kSlowReader:
+      counters_.closed_slow_reader.add();
+      break;
+    case CloseReason::kInputOverflow:
+      counters_.closed_input_overflow.add();
+      break;
+    case CloseReason::kLocal:
+      counters_.closed_local.add();
+      break;
+    case CloseReason::kShutdown:
+      counters_.closed_shutdown.add();
+      break;
+    case CloseReason::kConnectFailed:
+      break;
   }
 }
 
@@ -655,7 +680,8 @@ void ShardImpl::deliver_close(uint32_t id, CloseReason reason, int error) {
 
 void ShardImpl::maybe_finish_half_closed(uint32_t id) {
   Record& r = records_[id];
-  if ((r.flags & (flag::kLive | flag::kClosing | flag::kPeerClosed)) != (flag::kLive | flag::kPeerClosed)) {
+  if ((r.flags & (flag::kLive | flag::kClosing | flag::kPeerClosed)) !=
+      (flag::kLive | flag::kPeerClosed)) {
     return;
   }
   if ((r.flags & flag::kSending) != 0) return;
@@ -692,8 +718,8 @@ void ShardImpl::close_graceful(uint32_t id, uint16_t gen) {
   Record* r = live(id, gen);
   if (r == nullptr) return;
   if ((r->flags & flag::kCloseAfterFlush) == 0) {
-    r->close_reason = static_cast<uint8_t>((r->flags & flag::kPeerClosed) != 0 ? CloseReason::kPeerClosed
-                                                                                : CloseReason::kLocal);
+    r->close_reason = static_cast<uint8_t>(
+        (r->flags & flag::kPeerClosed) != 0 ? CloseReason::kPeerClosed : CloseReason::kLocal);
     r->flags |= flag::kCloseAfterFlush;
     update_receiving(id);
   }
@@ -882,7 +908,9 @@ void ShardImpl::offload(uint32_t id, uint16_t gen, bool has_connection,
                         std::unique_ptr<detail::OffloadJob> job) {
   if (!in_thread()) {
     auto shared = std::make_shared<std::unique_ptr<detail::OffloadJob>>(std::move(job));
-    post_task([this, id, gen, has_connection, shared] { offload(id, gen, has_connection, std::move(*shared)); });
+    post_task([this, id, gen, has_connection, shared] {
+      offload(id, gen, has_connection, std::move(*shared));
+    });
     return;
   }
   counters_.offloads_queued.add();
@@ -947,7 +975,8 @@ void ShardImpl::dispatch(uint32_t id, Event&& event) {
     event();
     return;
   }
-  enqueue_strand((uint64_t{records_[id].gen} << 32) | id, std::function<void()>(std::forward<Event>(event)));
+  enqueue_strand((uint64_t{records_[id].gen} << 32) | id,
+                 std::function<void()>(std::forward<Event>(event)));
 }
 
 void ShardImpl::enqueue_strand(uint64_t key, std::function<void()> event) {

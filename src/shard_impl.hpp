@@ -49,7 +49,7 @@ struct Ext {
   uint32_t offloads_waiting = 0;  // of those, jobs waiting for room in the worker queue
   msghdr msg{};                   // the send in flight points into out
   iovec iov[kMaxIov];
-  Ext* prev = nullptr;            // the shard's list of busy connections, walked at shutdown
+  Ext* prev = nullptr;  // the shard's list of busy connections, walked at shutdown
   Ext* next = nullptr;
   uint32_t id = 0;
 };
@@ -79,10 +79,10 @@ constexpr uint16_t kCloseAfterFlush = 1 << 3;  // graceful close once output dra
 constexpr uint16_t kShutAfterFlush = 1 << 4;   // shutdown_write once output drains
 constexpr uint16_t kWriteShut = 1 << 5;
 constexpr uint16_t kPeerClosed = 1 << 6;
-constexpr uint16_t kSending = 1 << 7;          // a backend send is in flight
-constexpr uint16_t kDirty = 1 << 8;            // in the flush list
-constexpr uint16_t kAboveHigh = 1 << 9;        // above the high write watermark
-constexpr uint16_t kReceiving = 1 << 10;       // the backend was asked to receive
+constexpr uint16_t kSending = 1 << 7;     // a backend send is in flight
+constexpr uint16_t kDirty = 1 << 8;       // in the flush list
+constexpr uint16_t kAboveHigh = 1 << 9;   // above the high write watermark
+constexpr uint16_t kReceiving = 1 << 10;  // the backend was asked to receive
 constexpr uint16_t kPauseUser = 1 << 11;
 constexpr uint16_t kPauseBuffers = 1 << 12;
 constexpr uint16_t kPauseOffload = 1 << 13;
@@ -190,8 +190,9 @@ class ShardImpl final : public Shard {
   struct ShardCounters {
     ShardCounter accepted, connected, connect_failed, rejected, open, closed_peer, closed_reset,
         closed_idle, closed_slow_reader, closed_input_overflow, closed_local, closed_shutdown,
-        bytes_in, bytes_out, receives, sends, buffers_in_use, queued_bytes, buffer_starved, watermark_pauses,
-        buffer_cap_pauses, offloads_queued, offloads_done, offload_waits, accept_errors;
+        bytes_in, bytes_out, receives, sends, buffers_in_use, queued_bytes, buffer_starved,
+        watermark_pauses, buffer_cap_pauses, offloads_queued, offloads_done, offload_waits,
+        accept_errors;
   };
 
   Connection handle(uint32_t id) { return Connection(this, id, records_[id].gen); }

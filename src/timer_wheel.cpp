@@ -6,7 +6,9 @@
 namespace myriad::detail {
 
 TimerWheel::TimerWheel(uint32_t capacity, Tick start)
-    : capacity_(capacity), now_(start == 0 ? 1 : start), nodes_(std::size_t{kSentinels} + capacity) {
+    : capacity_(capacity),
+      now_(start == 0 ? 1 : start),
+      nodes_(std::size_t{kSentinels} + capacity) {
   for (uint32_t list = 0; list < kSentinels; ++list) {
     nodes_[list].next = list;
     nodes_[list].prev = list;

@@ -62,7 +62,9 @@ class TimerWheel {
     Tick expiry;  // 0: not armed
   };
 
-  static uint32_t head(int level, uint32_t slot) { return static_cast<uint32_t>(level) * kSlots + slot; }
+  static uint32_t head(int level, uint32_t slot) {
+    return static_cast<uint32_t>(level) * kSlots + slot;
+  }
   void link(uint32_t list, uint32_t node);
   void unlink(uint32_t node);
   bool list_empty(uint32_t list) const { return nodes_[list].next == list; }
@@ -71,7 +73,9 @@ class TimerWheel {
   template <class Fire>
   void run_list(uint32_t list, Fire& fire);
   void set_bit(int level, uint32_t slot) { bits_[level][slot >> 6] |= uint64_t{1} << (slot & 63); }
-  void clear_bit(int level, uint32_t slot) { bits_[level][slot >> 6] &= ~(uint64_t{1} << (slot & 63)); }
+  void clear_bit(int level, uint32_t slot) {
+    bits_[level][slot >> 6] &= ~(uint64_t{1} << (slot & 63));
+  }
   // First occupied slot of level at or after slot `from`, circularly; -1 if none.
   int find_occupied(int level, uint32_t from) const;
 

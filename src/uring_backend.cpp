@@ -71,6 +71,10 @@ constexpr unsigned kCqEntries = 4 * kSqEntries;
 // (accept_margin() in backend.hpp: 1,024, or a quarter of a small ring.)
 // Chunks a ring keeps provided when it is one of several and not busy.
 constexpr uint32_t kMinRingShare = 8;
+// Busy turns a hot ring may sit idle before it is no longer looked at every turn.
+constexpr uint32_t kQuietTurns = 64;
+// Busy turns between looks at every ring.
+constexpr uint32_t kScanEvery = 4;
 // Chunks one connection's multishot receive may fill in one pass over the ring's work.
 constexpr uint32_t kChunksPerPass = 4;
 
@@ -91,9 +95,15 @@ enum Op : uint8_t {
 uint64_t pack(Op op, uint32_t high16, uint32_t low32) {
   return (uint64_t{op} << 56) | (uint64_t{high16 & 0xffff} << 32) | low32;
 }
-Op op_of(uint64_t ud) { return static_cast<Op>(ud >> 56); }
-uint32_t high_of(uint64_t ud) { return static_cast<uint32_t>(ud >> 32) & 0xffff; }
-uint32_t low_of(uint64_t ud) { return static_cast<uint32_t>(ud); }
+Op op_of(uint64_t ud) {
+  return static_cast<Op>(ud >> 56);
+}
+uint32_t high_of(uint64_t ud) {
+  return static_cast<uint32_t>(ud >> 32) & 0xffff;
+}
+uint32_t low_of(uint64_t ud) {
+  return static_cast<uint32_t>(ud);
+}
 
 namespace io {
 constexpr uint8_t kArmed = 1 << 0;       // a multishot receive is in flight
@@ -130,6 +140,10 @@ struct Ring {
   uint32_t share = 0;     // how many chunks this ring may hold
   bool starved_lately = false;
   std::deque<uint32_t> starved;
+  bool hot = false;          // checked every turn, eventfd signalling off (rings > 0)
+  uint32_t quiet_turns = 0;  // busy turns in a row with nothing to do
+  bool publish_queued = false;
+  bool maybe_more = false;   // completed something last time: deferred work may remain
 };
 
 class UringBackend final : public Backend {
@@ -155,8 +169,9 @@ class UringBackend final : public Backend {
   uint32_t capacity() const override { return max_rings_ * slots_; }
 
   std::string describe() const override {
-    return "io_uring, " + std::to_string(rings_.size()) + " of up to " + std::to_string(max_rings_) +
-           " rings x " + std::to_string(slots_) + " direct descriptors";
+    return "io_uring, " + std::to_string(rings_.size()) + " of up to " +
+           std::to_string(max_rings_) + " rings x " + std::to_string(slots_) +
+           " direct descriptors";
   }
 
   // ---- Listening ----
@@ -298,19 +313,28 @@ class UringBackend final : public Backend {
     refill();
     if (more_starved_) timeout_ns = 0;
     if (!event_armed_) arm_event();
-    bool sleep = timeout_ns != 0 && !work_pending();
-    bool signalling = false;
+    bool sleep = timeout_ns != 0 && !hot_work_pending();
+    // Before sleeping, rings that completed something last time are entered once more: the
+    // kernel may have kept deferred work back (see reap()) without flagging it.
+    bool leftovers = false;
+    if (sleep && (rings_[0]->maybe_more || std::any_of(hot_.begin(), hot_.end(), [](const Ring* r) { return r->maybe_more; }))) {
+      sleep = false;
+      leftovers = true;
+    }
     if (sleep && rings_.size() > 1) {
-      // What the other rings queued must reach the kernel before we block on ring 0.
-      for (std::size_t k = 1; k < rings_.size(); ++k) {
-        if (io_uring_sq_ready(&rings_[k]->ring) > 0) io_uring_submit(&rings_[k]->ring);
+      // What the hot rings queued must reach the kernel before we block on ring 0 (only hot
+      // rings have queued anything: get_sqe() heats a ring).
+      for (Ring* r : hot_) {
+        if (io_uring_sq_ready(&r->ring) > 0) io_uring_submit(&r->ring);
       }
-      // Let the other rings wake us, then look once more: work that came before this point
-      // is seen here, work that comes after it signals the eventfd.
+      // Let every other ring wake us, then look at all of them once more: work that came
+      // before this point is seen here, work that comes after it signals the eventfd.
       set_eventfd_disabled(false);
-      signalling = true;
       std::atomic_thread_fence(std::memory_order_seq_cst);
-      if (work_pending()) sleep = false;
+      if (scan_all()) {
+        sleep = false;
+        set_eventfd_disabled(true);
+      }
     }
     Ring& main = *rings_[0];
     if (sleep) {
@@ -323,19 +347,31 @@ class UringBackend final : public Backend {
       } else {
         io_uring_submit_and_wait(&main.ring, 1);
       }
-    } else if (io_uring_sq_ready(&main.ring) > 0 || ring_has_work(main)) {
-      // Busy: enter a ring only if it has something to submit or to complete, so that a shard
-      // whose active connections sit on another ring pays one system call per turn, not three.
+      if (rings_.size() > 1) {
+        set_eventfd_disabled(true);  // awake: the other rings need not signal
+        scan_all();
+      }
+    } else if (io_uring_sq_ready(&main.ring) > 0 || ring_has_work(main) || (leftovers && main.maybe_more)) {
+      // Busy: enter a ring only if it has something to submit or to complete.
       io_uring_submit_and_get_events(&main.ring);
     }
-    if (signalling) set_eventfd_disabled(true);
     reap(main);
-    for (std::size_t k = 1; k < rings_.size(); ++k) {
-      Ring& r = *rings_[k];
-      if (!ring_has_work(r) && io_uring_sq_ready(&r.ring) == 0) continue;
+    // Busy turns look at ring 0 and the hot rings (those used lately); every few turns, and
+    // whenever the eventfd fired, at all of them, so a quiet ring that wakes up is noticed
+    // within a few turns without every turn paying for a million connections' worth of rings.
+    if (rings_.size() > 1 && (scan_cold_ || ++turns_since_scan_ >= kScanEvery)) scan_all();
+    bool quiet = false;
+    for (std::size_t i = 0; i < hot_.size(); ++i) {  // indexed: reaping may heat more rings
+      Ring& r = *hot_[i];
+      if (!ring_has_work(r) && io_uring_sq_ready(&r.ring) == 0 && !(leftovers && r.maybe_more)) {
+        if (++r.quiet_turns > kQuietTurns) quiet = true;
+        continue;
+      }
+      r.quiet_turns = 0;
       io_uring_submit_and_get_events(&r.ring);
       reap(r);
     }
+    if (quiet) drop_quiet();
     refill();
     decay_shares();
   }
@@ -363,6 +399,7 @@ class UringBackend final : public Backend {
   uint32_t margin() const { return accept_margin(slots_); }
 
   io_uring_sqe* get_sqe(Ring& r) {
+    heat(r);  // its submission and completions are seen to from now on
     io_uring_sqe* sqe = io_uring_get_sqe(&r.ring);
     while (sqe == nullptr) {  // the submission queue is full: hand it to the kernel now
       io_uring_submit(&r.ring);
@@ -378,20 +415,59 @@ class UringBackend final : public Backend {
            io_uring_cq_ready(&r.ring) > 0;
   }
 
-  bool work_pending() const {
-    for (const auto& r : rings_) {
+  bool hot_work_pending() const {
+    if (ring_has_work(*rings_[0])) return true;
+    for (const Ring* r : hot_) {
       if (ring_has_work(*r)) return true;
     }
     return false;
   }
 
+  // Signalling of the shard's eventfd by every ring but ring 0: on only while the shard sleeps.
   void set_eventfd_disabled(bool disabled) {
     for (std::size_t k = 1; k < rings_.size(); ++k) {
       unsigned* flags = rings_[k]->ring.cq.kflags;
       unsigned value = IO_URING_READ_ONCE(*flags);
-      value = disabled ? (value | IORING_CQ_EVENTFD_DISABLED) : (value & ~IORING_CQ_EVENTFD_DISABLED);
+      value =
+          disabled ? (value | IORING_CQ_EVENTFD_DISABLED) : (value & ~IORING_CQ_EVENTFD_DISABLED);
       IO_URING_WRITE_ONCE(*flags, value);
     }
+  }
+
+  // Looks at every ring; those with work become hot. Returns whether any had work.
+  bool scan_all() {
+    scan_cold_ = false;
+    turns_since_scan_ = 0;
+    bool any = ring_has_work(*rings_[0]);
+    for (std::size_t k = 1; k < rings_.size(); ++k) {
+      Ring& r = *rings_[k];
+      if (!ring_has_work(r)) continue;
+      any = true;
+      heat(r);
+    }
+    return any;
+  }
+
+  // A hot ring is looked at every busy turn.
+  void heat(Ring& r) {
+    if (r.index == 0 || r.hot) return;
+    r.hot = true;
+    r.quiet_turns = 0;
+    hot_.push_back(&r);
+  }
+
+  // Rings quiet for a while stop being looked at every turn (the periodic scan still sees them).
+  void drop_quiet() {
+    std::size_t kept = 0;
+    for (Ring* r : hot_) {
+      if (r->quiet_turns <= kQuietTurns || r->maybe_more || ring_has_work(*r) ||
+          io_uring_sq_ready(&r->ring) > 0) {
+        hot_[kept++] = r;
+      } else {
+        r->hot = false;
+      }
+    }
+    hot_.resize(kept);
   }
 
   void add_ring() {
@@ -413,7 +489,8 @@ class UringBackend final : public Backend {
                                " direct descriptors: " + std::strerror(-rc));
     }
     r.br_bytes = std::size_t{br_entries_} * sizeof(io_uring_buf);
-    void* mem = ::mmap(nullptr, r.br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* mem =
+        ::mmap(nullptr, r.br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) throw std::runtime_error("buffer ring: out of memory");
     r.br = static_cast<io_uring_buf_ring*>(mem);
     r.br_mask = br_entries_ - 1;
@@ -422,17 +499,22 @@ class UringBackend final : public Backend {
     reg.ring_entries = br_entries_;
     reg.bgid = 0;
     rc = io_uring_register_buf_ring(&r.ring, &reg, 0);
-    if (rc < 0) throw std::runtime_error(std::string("io_uring register buffer ring: ") + std::strerror(-rc));
+    if (rc < 0)
+      throw std::runtime_error(std::string("io_uring register buffer ring: ") + std::strerror(-rc));
     io_uring_buf_ring_init(r.br);
     if (r.index > 0) {
       rc = io_uring_register_eventfd(&r.ring, event_fd_);
-      if (rc < 0) throw std::runtime_error(std::string("io_uring register eventfd: ") + std::strerror(-rc));
+      if (rc < 0)
+        throw std::runtime_error(std::string("io_uring register eventfd: ") + std::strerror(-rc));
       // The shard is awake while it adds a ring: signalling starts disabled (see the header).
-      IO_URING_WRITE_ONCE(*r.ring.cq.kflags, IO_URING_READ_ONCE(*r.ring.cq.kflags) | IORING_CQ_EVENTFD_DISABLED);
+      IO_URING_WRITE_ONCE(*r.ring.cq.kflags,
+                          IO_URING_READ_ONCE(*r.ring.cq.kflags) | IORING_CQ_EVENTFD_DISABLED);
+      heat(r);
     }
     // The first ring may hold the whole slice; later ones start small and grow on demand.
     r.share = r.index == 0 ? chunks_ : std::min(chunks_, std::max(kMinRingShare, chunks_ / 16));
-    if (r.index > 0 && rings_[0]->share == chunks_) rings_[0]->share = std::max(kMinRingShare, chunks_ / 2);
+    if (r.index > 0 && rings_[0]->share == chunks_)
+      rings_[0]->share = std::max(kMinRingShare, chunks_ / 2);
     top_up(r);
   }
 
@@ -516,10 +598,15 @@ class UringBackend final : public Backend {
 
   void provide(Ring& r, uint32_t chunk) {
     BufferPool& pool = shard_.pool();
-    io_uring_buf_ring_add(r.br, pool.address(chunk), pool.chunk_size(), static_cast<unsigned short>(chunk),
-                          static_cast<int>(r.br_mask), static_cast<int>(r.adds));
+    io_uring_buf_ring_add(r.br, pool.address(chunk), pool.chunk_size(),
+                          static_cast<unsigned short>(chunk), static_cast<int>(r.br_mask),
+                          static_cast<int>(r.adds));
     chunk_ring_[chunk] = static_cast<uint16_t>(r.index);
     ++r.adds;
+    if (!r.publish_queued) {
+      r.publish_queued = true;
+      to_publish_.push_back(&r);
+    }
   }
 
   void publish(Ring& r) {
@@ -530,7 +617,11 @@ class UringBackend final : public Backend {
   }
 
   void publish_all() {
-    for (auto& r : rings_) publish(*r);
+    for (Ring* r : to_publish_) {
+      r->publish_queued = false;
+      publish(*r);
+    }
+    to_publish_.clear();
   }
 
   void top_up(Ring& r) {
@@ -544,9 +635,10 @@ class UringBackend final : public Backend {
   // connections, one per chunk provided, oldest first.
   void refill() {
     more_starved_ = false;
+    publish_all();
+    if (starving_ == 0) return;
     for (auto& owned : rings_) {
       Ring& r = *owned;
-      publish(r);
       if (r.starved.empty()) continue;
       top_up(r);
       if (r.provided == 0 && shard_.pool().free_count() == 0 && reclaim_for(r)) top_up(r);
@@ -597,7 +689,9 @@ class UringBackend final : public Backend {
     reg.ring_entries = br_entries_;
     reg.bgid = 0;
     int rc = io_uring_register_buf_ring(&victim->ring, &reg, 0);
-    if (rc < 0) throw std::runtime_error(std::string("io_uring re-register buffer ring: ") + std::strerror(-rc));
+    if (rc < 0)
+      throw std::runtime_error(std::string("io_uring re-register buffer ring: ") +
+                               std::strerror(-rc));
     victim->share = std::max(kMinRingShare, chunks_ / 16);
     ++reclaims_;
     return true;
@@ -617,7 +711,12 @@ class UringBackend final : public Backend {
 
   // ---- Completions ----
 
+  // Handles what the ring completed. The kernel runs at most about 20 deferred items per
+  // io_uring_enter and may keep the rest on a retry list without setting IORING_SQ_TASKRUN, so
+  // a ring that completed anything may have more (maybe_more): busy turns pick it up with the
+  // next work, and before sleeping the ring is entered once more, until an entry yields nothing.
   void reap(Ring& r) {
+    unsigned total = 0;
     for (int round = 0; round < 64; ++round) {
       unsigned head;
       unsigned seen = 0;
@@ -627,14 +726,18 @@ class UringBackend final : public Backend {
         ++seen;
       }
       io_uring_cq_advance(&r.ring, seen);
+      total += seen;
       if ((sq_flags(r) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) == 0) break;
       io_uring_get_events(&r.ring);
     }
+    r.maybe_more = total > 0;
   }
 
   void handle(Ring& r, uint64_t ud, int res, unsigned flags) {
     switch (op_of(ud)) {
-      case kOpRecv: on_recv(r, low_of(ud), res, flags); break;
+      case kOpRecv:
+        on_recv(r, low_of(ud), res, flags);
+        break;
       case kOpSend: {
         uint32_t id = low_of(ud);
         --shard_.record(id).ops;
@@ -642,8 +745,12 @@ class UringBackend final : public Backend {
         finish_close(id);
         break;
       }
-      case kOpAccept: on_accept(high_of(ud), static_cast<uint16_t>(low_of(ud)), res, flags); break;
-      case kOpClose: on_close_done(r, low_of(ud)); break;
+      case kOpAccept:
+        on_accept(high_of(ud), static_cast<uint16_t>(low_of(ud)), res, flags);
+        break;
+      case kOpClose:
+        on_close_done(r, low_of(ud));
+        break;
       case kOpCancel: {
         uint32_t id = low_of(ud);
         Record& rec = shard_.record(id);
@@ -655,12 +762,15 @@ class UringBackend final : public Backend {
       case kOpShutdown:
       case kOpSockopt: {
         uint32_t id = low_of(ud);
-        if (op_of(ud) == kOpSockopt && (res == -EOPNOTSUPP || res == -EINVAL)) socket_commands_ = false;
+        if (op_of(ud) == kOpSockopt && (res == -EOPNOTSUPP || res == -EINVAL))
+          socket_commands_ = false;
         --shard_.record(id).ops;
         finish_close(id);
         break;
       }
-      case kOpSocket: on_socket(high_of(ud), low_of(ud), res); break;
+      case kOpSocket:
+        on_socket(high_of(ud), low_of(ud), res);
+        break;
       case kOpConnect: {
         uint32_t id = low_of(ud);
         Record& rec = shard_.record(id);
@@ -670,8 +780,12 @@ class UringBackend final : public Backend {
         finish_close(id);
         break;
       }
-      case kOpEvent: event_armed_ = false; break;
-      case kOpCancelAccept: break;
+      case kOpEvent:
+        event_armed_ = false;
+        scan_cold_ = true;  // a ring may have signalled just as we woke
+        break;
+      case kOpCancelAccept:
+        break;
     }
   }
 
@@ -696,7 +810,8 @@ class UringBackend final : public Backend {
     if (res == -ENOBUFS) {
       shard_.on_buffer_starved();
       r.starved_lately = true;
-      r.share = std::min(chunks_, std::max(r.share * 2, r.share + static_cast<uint32_t>(r.starved.size()) + 1));
+      r.share = std::min(
+          chunks_, std::max(r.share * 2, r.share + static_cast<uint32_t>(r.starved.size()) + 1));
       if (shard_.wants_receive(id)) starve(r, id);
       return;
     }
@@ -805,8 +920,12 @@ class UringBackend final : public Backend {
   // Connect addresses: by token until the socket exists, then by (id | kPendingConnect).
   std::unordered_map<uint32_t, Address> connect_to_;
   std::vector<std::function<void()>> deferred_;
-  uint32_t starving_ = 0;  // rings with connections waiting for chunks
+  uint32_t starving_ = 0;      // rings with connections waiting for chunks
   bool more_starved_ = false;  // refill left starved connections on rings that have chunks
+  std::vector<Ring*> hot_;     // rings other than 0 looked at every busy turn
+  uint32_t turns_since_scan_ = 0;
+  bool scan_cold_ = false;     // the eventfd fired: look at the cold rings
+  std::vector<Ring*> to_publish_;
   uint64_t reclaims_ = 0;
   uint64_t event_value_ = 0;
   bool event_armed_ = false;
@@ -828,18 +947,22 @@ std::string setup_failure(int error) {
   if (error == EPERM) {
     int disabled = read_io_uring_disabled();
     if (disabled == 2) {
-      return what + " (kernel.io_uring_disabled=2 turns io_uring off for everyone; fix: "
-                    "sysctl -w kernel.io_uring_disabled=0)";
+      return what +
+             " (kernel.io_uring_disabled=2 turns io_uring off for everyone; fix: "
+             "sysctl -w kernel.io_uring_disabled=0)";
     }
     if (disabled == 1) {
-      return what + " (kernel.io_uring_disabled=1 allows only kernel.io_uring_group; fix: "
-                    "sysctl -w kernel.io_uring_disabled=0, or run in that group)";
+      return what +
+             " (kernel.io_uring_disabled=1 allows only kernel.io_uring_group; fix: "
+             "sysctl -w kernel.io_uring_disabled=0, or run in that group)";
     }
-    return what + " (blocked by a seccomp filter, as Docker's default profile does; fix: run with "
-                  "a seccomp profile that allows io_uring_setup, io_uring_enter and "
-                  "io_uring_register)";
+    return what +
+           " (blocked by a seccomp filter, as Docker's default profile does; fix: run with "
+           "a seccomp profile that allows io_uring_setup, io_uring_enter and "
+           "io_uring_register)";
   }
-  if (error == ENOSYS) return what + " (this kernel has no io_uring; myriad needs Linux 6.0 or later)";
+  if (error == ENOSYS)
+    return what + " (this kernel has no io_uring; myriad needs Linux 6.0 or later)";
   if (error == ENOMEM) return what + " (out of memory, or RLIMIT_MEMLOCK too low on an old kernel)";
   return what;
 }
@@ -865,7 +988,8 @@ bool probe_receive_limits(io_uring& ring, void* br_memory) {
   auto* br = static_cast<io_uring_buf_ring*>(br_memory);
   static char buffers[8][64];
   io_uring_buf_ring_init(br);
-  for (int i = 0; i < 8; ++i) io_uring_buf_ring_add(br, buffers[i], 64, static_cast<unsigned short>(i), 7, i);
+  for (int i = 0; i < 8; ++i)
+    io_uring_buf_ring_add(br, buffers[i], 64, static_cast<unsigned short>(i), 7, i);
   io_uring_buf_ring_advance(br, 8);
   char data[256] = {};
   ssize_t wrote = ::write(sv[1], data, sizeof(data));
@@ -898,7 +1022,9 @@ bool probe_receive_limits(io_uring& ring, void* br_memory) {
 
 }  // namespace
 
-uint32_t fd_limit() { return raise_fd_limit(); }
+uint32_t fd_limit() {
+  return raise_fd_limit();
+}
 
 BackendChoice choose_backend(BackendKind wanted) {
   uint32_t limit = raise_fd_limit();
@@ -938,14 +1064,15 @@ BackendChoice choose_backend(BackendKind wanted) {
     std::string missing;
     io_uring_probe* probe = io_uring_get_probe_ring(&ring);
     const std::pair<int, const char*> required[] = {
-        {IORING_OP_ACCEPT, "accept"},   {IORING_OP_RECV, "recv"},
-        {IORING_OP_SEND, "send"},       {IORING_OP_SENDMSG, "sendmsg"},
+        {IORING_OP_ACCEPT, "accept"},       {IORING_OP_RECV, "recv"},
+        {IORING_OP_SEND, "send"},           {IORING_OP_SENDMSG, "sendmsg"},
         {IORING_OP_ASYNC_CANCEL, "cancel"}, {IORING_OP_CLOSE, "close"},
-        {IORING_OP_SOCKET, "socket"},   {IORING_OP_CONNECT, "connect"},
-        {IORING_OP_SHUTDOWN, "shutdown"}, {IORING_OP_READ, "read"},
+        {IORING_OP_SOCKET, "socket"},       {IORING_OP_CONNECT, "connect"},
+        {IORING_OP_SHUTDOWN, "shutdown"},   {IORING_OP_READ, "read"},
     };
     for (const auto& [op, name] : required) {
-      if (probe == nullptr || !io_uring_opcode_supported(probe, op)) missing += std::string(" ") + name;
+      if (probe == nullptr || !io_uring_opcode_supported(probe, op))
+        missing += std::string(" ") + name;
     }
     if (probe != nullptr) io_uring_free_probe(probe);
     if (!missing.empty()) failure = "io_uring lacks required operations:" + missing;
@@ -1011,7 +1138,8 @@ BackendChoice choose_backend(BackendKind wanted) {
   }
   f += ", multishot accept+recv, direct descriptors, provided buffer rings";
   if (choice.register_ring_fd) f += ", registered ring fd";
-  f += choice.socket_commands ? ", socket commands" : ", no socket commands (Nagle stays on outbound)";
+  f += choice.socket_commands ? ", socket commands"
+                              : ", no socket commands (Nagle stays on outbound)";
   if (choice.receive_limits) f += ", bounded multishot receives";
   choice.features = f;
   return choice;

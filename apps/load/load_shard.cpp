@@ -28,7 +28,11 @@ uint64_t now_ns() {
 
 LoadShard::LoadShard(const Options& options, const Pattern& pattern, Progress& progress,
                      std::atomic<bool>& measuring, unsigned index, unsigned shard_count)
-    : opt_(options), pattern_(pattern), progress_(progress), measuring_(measuring), index_(index),
+    : opt_(options),
+      pattern_(pattern),
+      progress_(progress),
+      measuring_(measuring),
+      index_(index),
       shards_(shard_count) {
   scratch_.resize(std::max<std::size_t>(opt_.size, kProbeSize));
 }
@@ -50,7 +54,8 @@ void LoadShard::start_ramp(Shard& shard, uint64_t held, uint64_t active) {
 
 void LoadShard::ramp_tick(Shard& shard) {
   uint64_t total = held_target_ + active_target_;
-  double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - ramp_start_).count();
+  double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - ramp_start_).count();
   auto allowed = static_cast<uint64_t>(elapsed * connect_rate_) + 1;
   uint64_t done = local_open_ + local_failed_;
   while (issued_ < total && issued_ < allowed && issued_ - done < window_) {
@@ -70,12 +75,22 @@ void LoadShard::ramp_tick(Shard& shard) {
 void LoadShard::count_connect_failure(int error) {
   ++local_failed_;
   switch (error) {
-    case ECONNREFUSED: progress_.failed_refused.fetch_add(1, std::memory_order_relaxed); break;
-    case ETIMEDOUT: progress_.failed_timeout.fetch_add(1, std::memory_order_relaxed); break;
+    case ECONNREFUSED:
+      progress_.failed_refused.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case ETIMEDOUT:
+      progress_.failed_timeout.fetch_add(1, std::memory_order_relaxed);
+      break;
     case ECONNRESET:
-    case EPIPE: progress_.failed_reset.fetch_add(1, std::memory_order_relaxed); break;
-    case EADDRNOTAVAIL: progress_.failed_ports.fetch_add(1, std::memory_order_relaxed); break;
-    default: progress_.failed_other.fetch_add(1, std::memory_order_relaxed); break;
+    case EPIPE:
+      progress_.failed_reset.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case EADDRNOTAVAIL:
+      progress_.failed_ports.fetch_add(1, std::memory_order_relaxed);
+      break;
+    default:
+      progress_.failed_other.fetch_add(1, std::memory_order_relaxed);
+      break;
   }
 }
 
@@ -211,7 +226,9 @@ void LoadShard::schedule_tick(Shard& shard) {
   shard.after(std::chrono::nanoseconds(wait), [this, &shard] { schedule_tick(shard); });
 }
 
-void LoadShard::stop_traffic() { traffic_ = false; }
+void LoadShard::stop_traffic() {
+  traffic_ = false;
+}
 
 // ---- Verification of held connections: a probe each, echoed intact ----
 
@@ -245,8 +262,8 @@ void LoadShard::on_probe_data(uint64_t index, const Chunk& data) {
   std::byte expected[kProbeSize];
   make_probe(index_, index, expected);
   std::size_t got = probe_got_[index];
-  bool ok = got + data.size() <= kProbeSize &&
-            std::memcmp(expected + got, data.data(), data.size()) == 0;
+  bool ok =
+      got + data.size() <= kProbeSize && std::memcmp(expected + got, data.data(), data.size()) == 0;
   if (!ok) {
     progress_.corrupt.fetch_add(1, std::memory_order_relaxed);
     progress_.verify_failed.fetch_add(1, std::memory_order_relaxed);
@@ -266,7 +283,8 @@ void LoadShard::on_probe_data(uint64_t index, const Chunk& data) {
 void LoadShard::finish() {
   traffic_ = false;
   for (State s : held_state_) {
-    if (s == State::kProbing || (s == State::kOpen && next_probe_ > 0)) ++results_.probes_unanswered;
+    if (s == State::kProbing || (s == State::kOpen && next_probe_ > 0))
+      ++results_.probes_unanswered;
   }
 }
 

@@ -26,16 +26,16 @@ enum class Mode { kHold, kEcho, kRate };
 struct Options {
   Mode mode = Mode::kHold;
   std::vector<Address> targets;
-  uint64_t connections = 1;      // active connections (echo, rate) or held ones (hold)
-  uint64_t idle = 0;             // extra idle connections held beside active ones
+  uint64_t connections = 1;  // active connections (echo, rate) or held ones (hold)
+  uint64_t idle = 0;         // extra idle connections held beside active ones
   Duration duration = std::chrono::seconds(10);
   Duration warmup = std::chrono::seconds(1);
-  uint32_t size = 64;            // message size
-  uint32_t depth = 1;            // messages in flight per connection (echo)
-  double rate = 1000;            // messages per second over all connections (rate)
-  double connect_rate = 20000;   // new connections per second
+  uint32_t size = 64;              // message size
+  uint32_t depth = 1;              // messages in flight per connection (echo)
+  double rate = 1000;              // messages per second over all connections (rate)
+  double connect_rate = 20000;     // new connections per second
   uint32_t connect_window = 4096;  // connects in flight at once, over all shards
-  Duration ramp_timeout{0};      // 0: derived from the count and the connect rate
+  Duration ramp_timeout{0};        // 0: derived from the count and the connect rate
   Duration verify_timeout = std::chrono::seconds(30);
   uint32_t probe_window = 4096;  // probes in flight at once, per shard
 };
@@ -69,7 +69,7 @@ struct Results {
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
   uint64_t messages_sent = 0;
-  uint64_t late_sends = 0;      // rate: sent more than 1 ms after they were due
+  uint64_t late_sends = 0;  // rate: sent more than 1 ms after they were due
   uint64_t max_lag_ns = 0;
   uint64_t probes_unanswered = 0;
 };
@@ -96,9 +96,9 @@ class LoadShard final : public Handler {
   enum class State : uint8_t { kConnecting, kOpen, kProbing, kVerified, kFailed };
   struct Active {
     Connection connection;
-    uint64_t stream = 0;       // pattern stream number
-    uint64_t sent = 0;         // bytes sent
-    uint64_t received = 0;     // bytes echoed back and checked
+    uint64_t stream = 0;           // pattern stream number
+    uint64_t sent = 0;             // bytes sent
+    uint64_t received = 0;         // bytes echoed back and checked
     std::deque<uint64_t> started;  // per message in flight: send time (echo) or due time (rate)
   };
 
@@ -131,7 +131,7 @@ class LoadShard final : public Handler {
 
   std::vector<std::unique_ptr<Active>> active_;
   uint64_t active_target_ = 0;
-  uint64_t issued_ = 0;          // connects issued, held first, then active
+  uint64_t issued_ = 0;  // connects issued, held first, then active
   uint64_t local_open_ = 0;
   uint64_t local_failed_ = 0;
   std::chrono::steady_clock::time_point ramp_start_{};

@@ -31,7 +31,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-const char* kUsage = R"(usage: myriad-load {hold|echo|rate} --target HOST[-HOST]:PORT[,...] [options]
+const char* kUsage =
+    R"(usage: myriad-load {hold|echo|rate} --target HOST[-HOST]:PORT[,...] [options]
 modes:
   hold   open --connections, hold them for --duration, then check every one answers a probe
   echo   closed loop: --connections each keep --depth messages of --size bytes in flight
@@ -65,11 +66,14 @@ corrupted; 1 otherwise; 2 for a usage error.
 
 std::string with_commas(uint64_t v) {
   std::string s = std::to_string(v);
-  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<std::size_t>(i), ",");
+  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3)
+    s.insert(static_cast<std::size_t>(i), ",");
   return s;
 }
 
-double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+double seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
 
 // Runs fn(shard index) on every shard's thread and waits for all.
 template <class F>
@@ -194,11 +198,14 @@ int main(int argc, char** argv) {
     usage_error(std::string("number out of range: ") + e.what());
   }
   if (opt.targets.empty()) usage_error("--target is needed");
-  if (opt.connections == 0 && opt.mode != ml::Mode::kHold) usage_error("--connections must be at least 1");
+  if (opt.connections == 0 && opt.mode != ml::Mode::kHold)
+    usage_error("--connections must be at least 1");
   if (opt.size == 0 || opt.depth == 0) usage_error("--size and --depth must be at least 1");
-  if (opt.mode == ml::Mode::kRate && (!have_rate || opt.rate <= 0)) usage_error("rate mode needs --rate R > 0");
+  if (opt.mode == ml::Mode::kRate && (!have_rate || opt.rate <= 0))
+    usage_error("rate mode needs --rate R > 0");
   if (opt.mode == ml::Mode::kHold && opt.idle != 0) usage_error("--idle goes with echo or rate");
-  if (opt.connect_rate <= 0 || opt.connect_window == 0) usage_error("--connect-rate and --connect-window must be positive");
+  if (opt.connect_rate <= 0 || opt.connect_window == 0)
+    usage_error("--connect-rate and --connect-window must be positive");
   if (config.shards == 0) usage_error("--shards must be at least 1");
 
   uint64_t held_total = opt.mode == ml::Mode::kHold ? opt.connections : opt.idle;
@@ -207,7 +214,8 @@ int main(int argc, char** argv) {
   if (opt.ramp_timeout.count() == 0) {
     double ramp_s = static_cast<double>(total) / opt.connect_rate;
     // Generous: the rate asked for is an upper bound, and the kernel may grant less.
-    opt.ramp_timeout = std::chrono::duration_cast<Duration>(std::chrono::duration<double>(std::max(60.0, 4 * ramp_s)));
+    opt.ramp_timeout = std::chrono::duration_cast<Duration>(
+        std::chrono::duration<double>(std::max(60.0, 4 * ramp_s)));
   }
   config.max_connections = total + 1024;
   config.buffer_pool_bytes = std::size_t{16} << 20;
@@ -227,7 +235,8 @@ int main(int argc, char** argv) {
   try {
     myriad::Runtime rt(config);
     for (unsigned i = 0; i < rt.shard_count(); ++i) {
-      shards.push_back(std::make_unique<ml::LoadShard>(opt, pattern, progress, measuring, i, rt.shard_count()));
+      shards.push_back(
+          std::make_unique<ml::LoadShard>(opt, pattern, progress, measuring, i, rt.shard_count()));
     }
     rt.start();
     myriad::BackendInfo info = rt.backend();
@@ -240,7 +249,8 @@ int main(int argc, char** argv) {
       if (!tty) return;
       std::fprintf(stderr, "\r\033[K[%s] established %s/%s  failed %s  %s", phase,
                    with_commas(progress.established).c_str(), with_commas(total).c_str(),
-                   with_commas(progress.failed() + progress.closed_unexpectedly).c_str(), extra.c_str());
+                   with_commas(progress.failed() + progress.closed_unexpectedly).c_str(),
+                   extra.c_str());
       std::fflush(stderr);
     };
 
@@ -280,14 +290,16 @@ int main(int argc, char** argv) {
     if (opt.mode == ml::Mode::kHold) {
       auto end = Clock::now() + opt.duration;
       while (Clock::now() < end) {
-        std::this_thread::sleep_for(std::min<Clock::duration>(std::chrono::milliseconds(200), end - Clock::now()));
+        std::this_thread::sleep_for(
+            std::min<Clock::duration>(std::chrono::milliseconds(200), end - Clock::now()));
         status("hold", "closed " + with_commas(progress.closed_unexpectedly));
       }
     } else {
       on_every_shard(rt, [&](unsigned i) { shards[i]->start_traffic(rt.shard(i)); });
       auto warm_end = Clock::now() + opt.warmup;
       while (Clock::now() < warm_end) {
-        std::this_thread::sleep_for(std::min<Clock::duration>(std::chrono::milliseconds(100), warm_end - Clock::now()));
+        std::this_thread::sleep_for(
+            std::min<Clock::duration>(std::chrono::milliseconds(100), warm_end - Clock::now()));
         status("warm-up", with_commas(progress.messages) + " messages");
       }
       cpu_start = server();
@@ -296,7 +308,8 @@ int main(int argc, char** argv) {
       auto end = t0 + opt.duration;
       uint64_t last_messages = progress.messages;
       while (Clock::now() < end) {
-        std::this_thread::sleep_for(std::min<Clock::duration>(std::chrono::milliseconds(250), end - Clock::now()));
+        std::this_thread::sleep_for(
+            std::min<Clock::duration>(std::chrono::milliseconds(250), end - Clock::now()));
         uint64_t m = progress.messages;
         status("measure", with_commas((m - last_messages) * 4) + " msg/s");
         last_messages = m;
@@ -351,19 +364,26 @@ int main(int argc, char** argv) {
     uint64_t verified = progress.verified;
     uint64_t verify_failed = progress.verify_failed + all.probes_unanswered;
 
-    std::printf("myriad-load %s: %s (%s), %u shard%s, targets %s%s\n", mode_name.c_str(), info.name.c_str(),
-                info.features.c_str(), n, n == 1 ? "" : "s", opt.targets.front().to_string().c_str(),
-                opt.targets.size() > 1 ? (" +" + std::to_string(opt.targets.size() - 1) + " more").c_str() : "");
-    std::printf("  established %s/%s in %.2f s (%s per second); failed: refused %" PRIu64 ", timed out %" PRIu64
-                ", reset %" PRIu64 ", no port %" PRIu64 ", other %" PRIu64 "\n",
-                with_commas(established).c_str(), with_commas(total).c_str(), ramp_s,
-                with_commas(static_cast<uint64_t>(static_cast<double>(established) / std::max(ramp_s, 1e-9))).c_str(),
-                progress.failed_refused.load(), progress.failed_timeout.load() + ramp_timed_out,
-                progress.failed_reset.load(), progress.failed_ports.load(), progress.failed_other.load());
-    if (unexpected > 0) std::printf("  closed by the server while held: %s\n", with_commas(unexpected).c_str());
+    std::printf(
+        "myriad-load %s: %s (%s), %u shard%s, targets %s%s\n", mode_name.c_str(), info.name.c_str(),
+        info.features.c_str(), n, n == 1 ? "" : "s", opt.targets.front().to_string().c_str(),
+        opt.targets.size() > 1 ? (" +" + std::to_string(opt.targets.size() - 1) + " more").c_str()
+                               : "");
+    std::printf(
+        "  established %s/%s in %.2f s (%s per second); failed: refused %" PRIu64
+        ", timed out %" PRIu64 ", reset %" PRIu64 ", no port %" PRIu64 ", other %" PRIu64 "\n",
+        with_commas(established).c_str(), with_commas(total).c_str(), ramp_s,
+        with_commas(
+            static_cast<uint64_t>(static_cast<double>(established) / std::max(ramp_s, 1e-9)))
+            .c_str(),
+        progress.failed_refused.load(), progress.failed_timeout.load() + ramp_timed_out,
+        progress.failed_reset.load(), progress.failed_ports.load(), progress.failed_other.load());
+    if (unexpected > 0)
+      std::printf("  closed by the server while held: %s\n", with_commas(unexpected).c_str());
     if (held_total > 0) {
-      std::printf("  verified alive: %s/%s in %.2f s (%s failed or unanswered)\n", with_commas(verified).c_str(),
-                  with_commas(held_total).c_str(), verify_s, with_commas(verify_failed).c_str());
+      std::printf("  verified alive: %s/%s in %.2f s (%s failed or unanswered)\n",
+                  with_commas(verified).c_str(), with_commas(held_total).c_str(), verify_s,
+                  with_commas(verify_failed).c_str());
     }
     json.str("mode", mode_name);
     json.str("backend", info.name);
@@ -379,7 +399,8 @@ int main(int argc, char** argv) {
     json.num("establish_s", ramp_s);
     json.num("establish_per_s", static_cast<double>(established) / std::max(ramp_s, 1e-9));
     json.raw("failed", "{\"refused\": " + std::to_string(progress.failed_refused.load()) +
-                           ", \"timed_out\": " + std::to_string(progress.failed_timeout.load() + ramp_timed_out) +
+                           ", \"timed_out\": " +
+                           std::to_string(progress.failed_timeout.load() + ramp_timed_out) +
                            ", \"reset\": " + std::to_string(progress.failed_reset.load()) +
                            ", \"no_port\": " + std::to_string(progress.failed_ports.load()) +
                            ", \"other\": " + std::to_string(progress.failed_other.load()) +
@@ -392,28 +413,36 @@ int main(int argc, char** argv) {
     json.num("bytes_received", static_cast<double>(all.bytes_received));
     json.num("messages_sent", static_cast<double>(all.messages_sent));
     json.num("messages_completed", static_cast<double>(progress.messages.load()));
-    json.num("kernel_slab_growth_bytes", static_cast<double>(kernel_after.slab_bytes) - static_cast<double>(kernel_before.slab_bytes));
-    json.num("kernel_tcp_mem_growth_bytes", static_cast<double>(kernel_after.tcp_mem_bytes) - static_cast<double>(kernel_before.tcp_mem_bytes));
+    json.num("kernel_slab_growth_bytes", static_cast<double>(kernel_after.slab_bytes) -
+                                             static_cast<double>(kernel_before.slab_bytes));
+    json.num("kernel_tcp_mem_growth_bytes", static_cast<double>(kernel_after.tcp_mem_bytes) -
+                                                static_cast<double>(kernel_before.tcp_mem_bytes));
     json.num("kernel_tcp_sockets", static_cast<double>(kernel_after.tcp_inuse));
     // Memory per connection means something only where the connections were idle: hold, and the
     // idle ones held beside echo or rate traffic (measured after the ramp, before any traffic).
     bool idle_figures = held_total > 0 && established > 0;
     if (idle_figures) {
-      double slab = (static_cast<double>(kernel_after.slab_bytes) - static_cast<double>(kernel_before.slab_bytes)) /
+      double slab = (static_cast<double>(kernel_after.slab_bytes) -
+                     static_cast<double>(kernel_before.slab_bytes)) /
                     static_cast<double>(established);
       json.num("kernel_slab_bytes_per_connection", slab);
-      std::printf("  kernel: slab %+.1f MiB, %.0f bytes per connection (both ends on this machine); TCP sockets in use %s\n",
-                  (static_cast<double>(kernel_after.slab_bytes) - static_cast<double>(kernel_before.slab_bytes)) / 1048576.0,
-                  slab, with_commas(kernel_after.tcp_inuse).c_str());
+      std::printf(
+          "  kernel: slab %+.1f MiB, %.0f bytes per connection (both ends on this machine); TCP "
+          "sockets in use %s\n",
+          (static_cast<double>(kernel_after.slab_bytes) -
+           static_cast<double>(kernel_before.slab_bytes)) /
+              1048576.0,
+          slab, with_commas(kernel_after.tcp_inuse).c_str());
     }
     if (server_before && server_after) {
-      double growth = static_cast<double>(server_after->rss_bytes) - static_cast<double>(server_before->rss_bytes);
+      double growth = static_cast<double>(server_after->rss_bytes) -
+                      static_cast<double>(server_before->rss_bytes);
       json.num("server_rss_before_bytes", static_cast<double>(server_before->rss_bytes));
       json.num("server_rss_after_bytes", static_cast<double>(server_after->rss_bytes));
       if (idle_figures) {
         double per = growth / static_cast<double>(established);
-        std::printf("  server pid %d: RSS %.1f MiB -> %.1f MiB, %.1f bytes per idle connection\n", server_pid,
-                    static_cast<double>(server_before->rss_bytes) / 1048576.0,
+        std::printf("  server pid %d: RSS %.1f MiB -> %.1f MiB, %.1f bytes per idle connection\n",
+                    server_pid, static_cast<double>(server_before->rss_bytes) / 1048576.0,
                     static_cast<double>(server_after->rss_bytes) / 1048576.0, per);
         json.num("server_rss_bytes_per_connection", per);
       }
@@ -424,37 +453,49 @@ int main(int argc, char** argv) {
       const ml::Histogram& h = all.latency;
       auto us = [](uint64_t ns) { return static_cast<double>(ns) / 1000.0; };
       std::printf("  %s: %s messages in %.2f s measured: %s/s, %.2f MB/s each way; corrupt %s\n",
-                  opt.mode == ml::Mode::kEcho ? "closed loop" : "open loop", with_commas(all.window_messages).c_str(),
-                  window_s, with_commas(static_cast<uint64_t>(mps)).c_str(), mbps, with_commas(corrupt).c_str());
-      std::printf("  latency us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f%s\n", us(h.percentile(50)),
-                  us(h.percentile(90)), us(h.percentile(99)), us(h.percentile(99.9)), us(h.max()),
+                  opt.mode == ml::Mode::kEcho ? "closed loop" : "open loop",
+                  with_commas(all.window_messages).c_str(), window_s,
+                  with_commas(static_cast<uint64_t>(mps)).c_str(), mbps,
+                  with_commas(corrupt).c_str());
+      std::printf("  latency us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f%s\n",
+                  us(h.percentile(50)), us(h.percentile(90)), us(h.percentile(99)),
+                  us(h.percentile(99.9)), us(h.max()),
                   opt.mode == ml::Mode::kRate ? " (from when each message was due)" : "");
       json.num("window_s", window_s);
       json.num("messages", static_cast<double>(all.window_messages));
       json.num("messages_per_s", mps);
       json.num("mb_per_s", mbps);
-      json.raw("latency_us", "{\"p50\": " + std::to_string(us(h.percentile(50))) + ", \"p90\": " +
-                                 std::to_string(us(h.percentile(90))) + ", \"p99\": " + std::to_string(us(h.percentile(99))) +
-                                 ", \"p999\": " + std::to_string(us(h.percentile(99.9))) + ", \"max\": " +
-                                 std::to_string(us(h.max())) + ", \"mean\": " + std::to_string(h.mean() / 1000.0) + "}");
+      json.raw("latency_us", "{\"p50\": " + std::to_string(us(h.percentile(50))) +
+                                 ", \"p90\": " + std::to_string(us(h.percentile(90))) +
+                                 ", \"p99\": " + std::to_string(us(h.percentile(99))) +
+                                 ", \"p999\": " + std::to_string(us(h.percentile(99.9))) +
+                                 ", \"max\": " + std::to_string(us(h.max())) +
+                                 ", \"mean\": " + std::to_string(h.mean() / 1000.0) + "}");
       json.num("lost_messages", static_cast<double>(drained_outstanding));
       if (drained_outstanding > 0) {
-        std::printf("  LOST: %s messages were never echoed back (waited 5 s after the traffic stopped)\n",
-                    with_commas(drained_outstanding).c_str());
+        std::printf(
+            "  LOST: %s messages were never echoed back (waited 5 s after the traffic stopped)\n",
+            with_commas(drained_outstanding).c_str());
       }
       if (opt.mode == ml::Mode::kRate) {
-        double late = all.messages_sent == 0 ? 0 : static_cast<double>(all.late_sends) / static_cast<double>(all.messages_sent);
+        double late = all.messages_sent == 0 ? 0
+                                             : static_cast<double>(all.late_sends) /
+                                                   static_cast<double>(all.messages_sent);
         json.num("late_sends", static_cast<double>(all.late_sends));
         json.num("max_lag_us", us(all.max_lag_ns));
         std::printf("  schedule: %s of %s sends more than 1 ms late (max lag %.1f us)%s\n",
-                    with_commas(all.late_sends).c_str(), with_commas(all.messages_sent).c_str(), us(all.max_lag_ns),
-                    late > 0.01 ? "; WARNING: the generator could not keep the schedule, latencies include its own lag" : "");
+                    with_commas(all.late_sends).c_str(), with_commas(all.messages_sent).c_str(),
+                    us(all.max_lag_ns),
+                    late > 0.01 ? "; WARNING: the generator could not keep the schedule, latencies "
+                                  "include its own lag"
+                                : "");
       }
       if (cpu_start && cpu_end && all.window_messages > 0) {
         double cpu = static_cast<double>(cpu_end->cpu_ns - cpu_start->cpu_ns);
         double per = cpu / static_cast<double>(all.window_messages);
-        std::printf("  server pid %d: %.3f s CPU in the window = %.0f ns per message (%.0f%% of a core)\n", server_pid,
-                    cpu / 1e9, per, 100.0 * cpu / 1e9 / window_s);
+        std::printf(
+            "  server pid %d: %.3f s CPU in the window = %.0f ns per message (%.0f%% of a core)\n",
+            server_pid, cpu / 1e9, per, 100.0 * cpu / 1e9 / window_s);
         json.num("server_cpu_s", cpu / 1e9);
         json.num("server_cpu_ns_per_message", per);
       }
@@ -468,7 +509,8 @@ int main(int argc, char** argv) {
   if (!json_path.empty()) {
     FILE* f = std::fopen(json_path.c_str(), "w");
     if (f == nullptr) {
-      std::fprintf(stderr, "myriad-load: cannot write %s: %s\n", json_path.c_str(), std::strerror(errno));
+      std::fprintf(stderr, "myriad-load: cannot write %s: %s\n", json_path.c_str(),
+                   std::strerror(errno));
       return 1;
     }
     std::string text = json.done();

@@ -15,7 +15,8 @@ std::vector<Address> parse_targets(std::string_view text) {
     text = comma == std::string_view::npos ? std::string_view() : text.substr(comma + 1);
     std::size_t colon = item.rfind(':');
     std::size_t dash = item.find('-');
-    if (dash == std::string_view::npos || item.front() == '[' || colon == std::string_view::npos || dash > colon) {
+    if (dash == std::string_view::npos || item.front() == '[' || colon == std::string_view::npos ||
+        dash > colon) {
       out.push_back(Address::parse(item));
       continue;
     }
@@ -28,7 +29,8 @@ std::vector<Address> parse_targets(std::string_view text) {
     }
     uint32_t lo = ntohl(a.s_addr), hi = ntohl(b.s_addr);
     if (hi < lo || hi - lo >= 65536) {
-      throw std::invalid_argument("target range '" + std::string(item) + "': empty or over 65536 addresses");
+      throw std::invalid_argument("target range '" + std::string(item) +
+                                  "': empty or over 65536 addresses");
     }
     for (uint32_t ip = lo; ip <= hi; ++ip) {
       in_addr x{htonl(ip)};

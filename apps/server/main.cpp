@@ -17,6 +17,7 @@ namespace {
 
 const char* kUsage = R"(usage: myriad-server [options]
   --protocol echo           what to serve (echo: every byte back, in order)
+  --coroutines              write the handler as a coroutine per connection (costs a frame each)
   --listen HOST:PORT        address to listen on (default 0.0.0.0:7000)
   --shards N                event-loop threads (default: online CPUs)
   --backend auto|uring|epoll  kernel interface (default auto: io_uring, else epoll)
@@ -40,6 +41,13 @@ class Echo final : public myriad::Handler {
   void on_data(myriad::Connection c, myriad::Chunk data) override { c.send(std::move(data)); }
 };
 
+// The same protocol in the coroutine form, for comparing what each form costs.
+myriad::Task echo_session(myriad::Stream& s) {
+  while (myriad::Chunk data = co_await s.receive()) {
+    if (!co_await s.send(std::move(data))) break;
+  }
+}
+
 [[noreturn]] void usage_error(const std::string& message) {
   std::fprintf(stderr, "myriad-server: %s\n%s", message.c_str(), kUsage);
   std::exit(2);
@@ -53,6 +61,7 @@ int main(int argc, char** argv) {
   std::string listen = "0.0.0.0:7000";
   std::string protocol = "echo";
   myriad::Duration stats{0};
+  bool coroutines = false;
   try {
     for (int i = 1; i < argc; ++i) {
       std::string_view arg = argv[i];
@@ -65,6 +74,8 @@ int main(int argc, char** argv) {
         return 0;
       } else if (arg == "--protocol") {
         protocol = value();
+      } else if (arg == "--coroutines") {
+        coroutines = true;
       } else if (arg == "--listen") {
         listen = value();
       } else if (arg == "--shards") {
@@ -113,15 +124,22 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
 
   Echo echo;
+  myriad::CoroutineHandler echo_coroutines(echo_session);
+  myriad::Handler& handler = coroutines ? static_cast<myriad::Handler&>(echo_coroutines) : echo;
+  if (coroutines && config.handlers_on_workers)
+    usage_error("--coroutines cannot go with --handlers-on-workers");
   try {
     myriad::Runtime runtime(config);
-    myriad::Address bound = runtime.listen(myriad::Address::parse(listen), echo);
+    myriad::Address bound = runtime.listen(myriad::Address::parse(listen), handler);
     runtime.start();
     myriad::BackendInfo info = runtime.backend();
-    std::printf("myriad-server: %s on %s | %u shards | %s (%s) | capacity %zu connections | pool %s in %s chunks\n",
-                protocol.c_str(), bound.to_string().c_str(), info.shards, info.name.c_str(),
-                info.features.c_str(), info.capacity, myriad::format_size(config.buffer_pool_bytes).c_str(),
-                myriad::format_size(config.buffer_size).c_str());
+    std::printf(
+        "myriad-server: %s%s on %s | %u shards | %s (%s) | capacity %zu connections | pool %s in "
+        "%s chunks\n",
+        protocol.c_str(), coroutines ? " (coroutines)" : "", bound.to_string().c_str(), info.shards,
+        info.name.c_str(), info.features.c_str(), info.capacity,
+        myriad::format_size(config.buffer_pool_bytes).c_str(),
+        myriad::format_size(config.buffer_size).c_str());
     if (info.reason != "available" && info.reason != "chosen by configuration") {
       std::printf("myriad-server: backend %s: %s\n", info.name.c_str(), info.reason.c_str());
     }
@@ -130,7 +148,8 @@ int main(int argc, char** argv) {
     int sig = 0;
     for (;;) {
       if (stats.count() > 0) {
-        timespec ts{static_cast<time_t>(stats.count() / 1'000'000'000), static_cast<long>(stats.count() % 1'000'000'000)};
+        timespec ts{static_cast<time_t>(stats.count() / 1'000'000'000),
+                    static_cast<long>(stats.count() % 1'000'000'000)};
         sig = sigtimedwait(&signals, nullptr, &ts);
         if (sig < 0) {
           std::printf("myriad-server: stats %s\n", runtime.counters().to_string().c_str());

@@ -31,7 +31,6 @@ enum class CloseReason : uint8_t {
 };
 const char* to_string(CloseReason reason);
 
-
 // A small value handle (shard, slot, generation): cheap to copy and safe to keep. Every method
 // must be called on the connection's own shard thread; on a handle whose connection has closed
 // they do nothing and return false (or zero). valid() says which.
@@ -57,7 +56,9 @@ class Connection {
   // queue past Config::max_write_queue, and the connection is being closed as a slow reader.
   bool send(Chunk&& data);
   bool send(std::span<const std::byte> data);
-  bool send(std::string_view data) { return send(std::as_bytes(std::span(data.data(), data.size()))); }
+  bool send(std::string_view data) {
+    return send(std::as_bytes(std::span(data.data(), data.size())));
+  }
   // Bytes queued and not yet taken by the kernel.
   std::size_t queued() const;
   // False while above the high write watermark (until the queue drains below the low one).

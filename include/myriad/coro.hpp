@@ -15,7 +15,8 @@
 //
 // GCC 12 caveat: a capturing lambda written as a temporary inside a co_await operand
 // (`co_await s.offload([text] {...})`) is miscompiled by GCC 12 (its captures can point at a
-// dead stack copy); name it first: `auto work = [text] {...}; co_await s.offload(std::move(work));`.
+// dead stack copy); name it first: `auto work = [text] {...}; co_await
+// s.offload(std::move(work));`.
 //
 // Thread rule: everything runs on the connection's shard thread; a coroutine never migrates.
 // CoroutineHandler cannot be used with Config::handlers_on_workers.
@@ -54,7 +55,9 @@ class Task {
       void await_suspend(std::coroutine_handle<promise_type> h) noexcept;
       void await_resume() const noexcept {}
     };
-    Task get_return_object() { return Task(std::coroutine_handle<promise_type>::from_promise(*this)); }
+    Task get_return_object() {
+      return Task(std::coroutine_handle<promise_type>::from_promise(*this));
+    }
     std::suspend_always initial_suspend() noexcept { return {}; }
     Final final_suspend() noexcept { return {}; }
     void return_void() {}

@@ -70,7 +70,8 @@ TEST_P(BackpressureTest, ClientsThatNeverReadCostABoundedAmountAndOthersAreServe
   // reached), and queues at most the high watermark plus that share.
   const std::size_t share = cfg.max_connection_buffers + 1;
   const std::size_t chunk_bound = kSlow * share;
-  EXPECT_LE(held.buffers_in_use, chunk_bound) << "slow readers hold more of the pool than their share";
+  EXPECT_LE(held.buffers_in_use, chunk_bound)
+      << "slow readers hold more of the pool than their share";
   EXPECT_LE(held.queued_bytes, kSlow * (cfg.write_high_watermark + share * cfg.buffer_size))
       << "slow readers' output queues grew past the high watermark";
   EXPECT_GT(held.watermark_pauses + held.buffer_cap_pauses, 0u);
@@ -84,7 +85,8 @@ TEST_P(BackpressureTest, ClientsThatNeverReadCostABoundedAmountAndOthersAreServe
   }
   test::run_echo(peers);
   EXPECT_LE(server.counters().buffers_in_use, chunk_bound + 10 * share);
-  EXPECT_EQ(server.counters().open, static_cast<uint64_t>(kSlow + 10)) << "slow readers are paused, not dropped";
+  EXPECT_EQ(server.counters().open, static_cast<uint64_t>(kSlow + 10))
+      << "slow readers are paused, not dropped";
 }
 
 // Pushes data on a timer whatever the peer does: the slow-reader policy must close it.

@@ -30,7 +30,8 @@ TEST_P(EchoTest, ManyConnectionsRandomSizesPipelined) {
     // Several messages back to back, sizes from 1 byte to 1 MiB (log-uniform), pipelined.
     int messages = 1 + static_cast<int>(rng() % 6);
     for (int m = 0; m < messages; ++m) {
-      std::size_t size = static_cast<std::size_t>(std::exp2(static_cast<double>(rng() % 2001) / 100.0));
+      std::size_t size =
+          static_cast<std::size_t>(std::exp2(static_cast<double>(rng() % 2001) / 100.0));
       size = std::clamp<std::size_t>(size, 1, 1 << 20);
       peers[i].out += test::random_bytes(size, rng());
     }
@@ -61,7 +62,8 @@ TEST_P(EchoTest, TinyPoolThousandBusyClientsLosesNoByte) {
   test::run_echo(peers, 120s);
   ASSERT_TRUE(test::eventually([&] { return server.counters().bytes_out == total; }));
   myriad::Counters c = server.counters();
-  EXPECT_GT(c.buffer_starved, 0u) << "the pool never ran dry: the test did not reach the ENOBUFS path";
+  EXPECT_GT(c.buffer_starved, 0u)
+      << "the pool never ran dry: the test did not reach the ENOBUFS path";
   EXPECT_EQ(c.buffers_in_use, 0u);
 }
 

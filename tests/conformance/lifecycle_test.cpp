@@ -132,7 +132,8 @@ TEST_P(LifecycleTest, MaxConnectionsRejectsTheRestWithoutSpinning) {
   ASSERT_TRUE(test::eventually([&] { return server.counters().open == 20; }));
   std::vector<test::Socket> extra;
   for (int i = 0; i < 10; ++i) extra.push_back(server.connect());
-  for (auto& s : extra) EXPECT_TRUE(s.closed_by_peer()) << "a connection past max_connections stayed open";
+  for (auto& s : extra)
+    EXPECT_TRUE(s.closed_by_peer()) << "a connection past max_connections stayed open";
   ASSERT_TRUE(test::eventually([&] { return server.counters().rejected == 10; }));
   EXPECT_EQ(rec.opened.load(), 20) << "rejected connections must never reach the handler";
   // The kept ones still work, and a freed place is taken again.
@@ -173,7 +174,8 @@ TEST_P(LifecycleTest, GracefulShutdownDeliversAllPendingOutput) {
   }
   test::Socket idle = server.connect();
   ASSERT_TRUE(test::eventually([&] { return bulk.requests == 4; }));
-  ASSERT_GT(server.counters().queued_bytes, 0u) << "nothing was pending: the test would prove nothing";
+  ASSERT_GT(server.counters().queued_bytes, 0u)
+      << "nothing was pending: the test would prove nothing";
   // Megabytes are still queued when shutdown starts; the clients read only now.
   std::thread stopper([&] { server.stop(); });
   for (auto& c : clients) {

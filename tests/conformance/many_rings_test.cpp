@@ -64,8 +64,10 @@ TEST_P(ManyRingsTest, SlotsFreedOnEarlyRingsAreReusedAndLateRingsStillServe) {
   for (std::size_t i = 0; i < first.size(); i += 2) first[i].reset();
   ASSERT_TRUE(test::eventually([&] { return server.counters().open == 150; }));
   std::vector<test::EchoPeer> peers;
-  for (std::size_t i = 1; i < first.size(); i += 2) peers.push_back(test::EchoPeer{std::move(first[i]), "", 0, ""});
-  for (auto& s : open_in_batches(server, 200, 300)) peers.push_back(test::EchoPeer{std::move(s), "", 0, ""});
+  for (std::size_t i = 1; i < first.size(); i += 2)
+    peers.push_back(test::EchoPeer{std::move(first[i]), "", 0, ""});
+  for (auto& s : open_in_batches(server, 200, 300))
+    peers.push_back(test::EchoPeer{std::move(s), "", 0, ""});
   for (std::size_t i = 0; i < peers.size(); ++i) peers[i].out = test::random_bytes(3000, 900 + i);
   test::run_echo(peers, 120s);
   EXPECT_EQ(server.counters().open, 350u);
@@ -82,6 +84,7 @@ TEST_P(ManyRingsTest, ShutdownWithConnectionsOnEveryRing) {
 }
 
 // Rings are an io_uring matter: only that backend is instantiated.
-INSTANTIATE_TEST_SUITE_P(Backends, ManyRingsTest, ::testing::Values(myriad::BackendKind::kUring), test::param_name);
+INSTANTIATE_TEST_SUITE_P(Backends, ManyRingsTest, ::testing::Values(myriad::BackendKind::kUring),
+                         test::param_name);
 
 }  // namespace

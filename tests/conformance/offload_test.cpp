@@ -26,7 +26,8 @@ class UpperOffload final : public myriad::Handler {
         [this, text = std::move(text)]() mutable {
           if (myriad::Shard::current() != nullptr) ran_on_shard = true;
           std::this_thread::sleep_for(work_time_);
-          for (char& ch : text) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+          for (char& ch : text)
+            ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
           return text;
         },
         [this, origin](myriad::Connection conn, std::string result) {
@@ -82,7 +83,8 @@ TEST_P(OffloadTest, AFullQueueStopsReadingInsteadOfQueueingWithoutBound) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(wrong.load(), 0);
   myriad::Counters c = server.counters();
-  EXPECT_GT(c.offload_waits, 0u) << "the queue never filled: the test did not reach the waiting path";
+  EXPECT_GT(c.offload_waits, 0u)
+      << "the queue never filled: the test did not reach the waiting path";
   EXPECT_EQ(c.offloads_done, c.offloads_queued);
 }
 

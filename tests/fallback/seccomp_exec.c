@@ -14,7 +14,8 @@ int main(int argc, char** argv) {
   }
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   if (ctx == NULL) return 2;
-  int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), seccomp_syscall_resolve_name("io_uring_setup"), 0);
+  int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM),
+                            seccomp_syscall_resolve_name("io_uring_setup"), 0);
   if (rc == 0) rc = seccomp_load(ctx);
   seccomp_release(ctx);
   if (rc != 0) {

@@ -20,14 +20,15 @@ myriad::Address address_from(const std::string& startup_line) {
 }
 
 TEST(SeccompFallback, AutoFallsBackToEpollAndServes) {
-  test::Process server({SECCOMP_EXEC_BIN, MYRIAD_SERVER_BIN, "--listen", "127.0.0.1:0", "--shards", "2",
-                        "--backend", "auto"});
+  test::Process server({SECCOMP_EXEC_BIN, MYRIAD_SERVER_BIN, "--listen", "127.0.0.1:0", "--shards",
+                        "2", "--backend", "auto"});
   std::string line = server.read_line();
   ASSERT_NE(line.find("echo on 127.0.0.1:"), std::string::npos) << line << server.err();
   EXPECT_NE(line.find("| epoll ("), std::string::npos) << "did not fall back to epoll: " << line;
   std::string why = server.read_line();
   EXPECT_NE(why.find("io_uring unavailable"), std::string::npos) << why;
-  EXPECT_NE(why.find("seccomp"), std::string::npos) << "the reason should name the seccomp filter: " << why;
+  EXPECT_NE(why.find("seccomp"), std::string::npos)
+      << "the reason should name the seccomp filter: " << why;
 
   std::vector<test::EchoPeer> peers(20);
   for (std::size_t i = 0; i < peers.size(); ++i) {
@@ -41,7 +42,8 @@ TEST(SeccompFallback, AutoFallsBackToEpollAndServes) {
 }
 
 TEST(SeccompFallback, ForcedUringRefusesToStartWithTheCauseAndTheFix) {
-  test::Process server({SECCOMP_EXEC_BIN, MYRIAD_SERVER_BIN, "--listen", "127.0.0.1:0", "--backend", "uring"});
+  test::Process server(
+      {SECCOMP_EXEC_BIN, MYRIAD_SERVER_BIN, "--listen", "127.0.0.1:0", "--backend", "uring"});
   int code = server.wait(30s);
   EXPECT_NE(code, 0);
   EXPECT_NE(server.err().find("io_uring_setup failed"), std::string::npos) << server.err();
@@ -54,8 +56,9 @@ TEST(SeccompFallback, LoadGeneratorFallsBackToo) {
   std::string line = server.read_line();
   ASSERT_FALSE(line.empty()) << server.err();
   myriad::Address at = address_from(line);
-  test::Process load({SECCOMP_EXEC_BIN, MYRIAD_LOAD_BIN, "echo", "--target", at.to_string(), "--connections", "20",
-                      "--duration", "500ms", "--warmup", "100ms", "--quiet"});
+  test::Process load({SECCOMP_EXEC_BIN, MYRIAD_LOAD_BIN, "echo", "--target", at.to_string(),
+                      "--connections", "20", "--duration", "500ms", "--warmup", "100ms",
+                      "--quiet"});
   EXPECT_EQ(load.wait(), 0) << load.out() << load.err();
   EXPECT_NE(load.out().find(": epoll"), std::string::npos) << load.out();
   server.signal(SIGTERM);

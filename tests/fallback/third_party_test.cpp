@@ -23,7 +23,8 @@ std::string listen_address(test::Process& server) {
 }
 
 TEST(ThirdParty, SocatClientsGetEveryByteBack) {
-  if (::access("/usr/bin/socat", X_OK) != 0) GTEST_SKIP() << "socat is not installed (scripts/deps.sh installs it)";
+  if (::access("/usr/bin/socat", X_OK) != 0)
+    GTEST_SKIP() << "socat is not installed (scripts/deps.sh installs it)";
   test::Process server({MYRIAD_SERVER_BIN, "--listen", "127.0.0.1:0", "--shards", "2"});
   std::string at = listen_address(server);
   ASSERT_FALSE(at.empty()) << server.err();
@@ -37,7 +38,8 @@ TEST(ThirdParty, SocatClientsGetEveryByteBack) {
     // socat sends the file, half-closes at its end, and writes what comes back until the server
     // closes (which myriad does once it has echoed everything after the half-close).
     clients.push_back(std::make_unique<test::Process>(std::vector<std::string>{
-        "/bin/sh", "-c", "exec /usr/bin/socat -t 30 -T 30 - TCP:" + at + " < " + in + " > " + out}));
+        "/bin/sh", "-c",
+        "exec /usr/bin/socat -t 30 -T 30 - TCP:" + at + " < " + in + " > " + out}));
   }
   for (int i = 0; i < kClients; ++i) {
     EXPECT_EQ(clients[i]->wait(60s), 0) << clients[i]->err();
@@ -53,8 +55,8 @@ TEST(ThirdParty, SocatClientsGetEveryByteBack) {
 
 TEST(ThirdParty, EpollPastTheDescriptorLimitClosesTheExcessAndKeepsServing) {
   // 64 descriptors in all: the server's own few, then room for a few dozen connections.
-  test::Process server({"/usr/bin/prlimit", "--nofile=64", MYRIAD_SERVER_BIN, "--listen", "127.0.0.1:0", "--shards",
-                        "1", "--backend", "epoll", "--stats", "200ms"});
+  test::Process server({"/usr/bin/prlimit", "--nofile=64", MYRIAD_SERVER_BIN, "--listen",
+                        "127.0.0.1:0", "--shards", "1", "--backend", "epoll", "--stats", "200ms"});
   std::string at = listen_address(server);
   ASSERT_FALSE(at.empty()) << server.err();
   myriad::Address address = myriad::Address::parse(at);
@@ -68,7 +70,10 @@ TEST(ThirdParty, EpollPastTheDescriptorLimitClosesTheExcessAndKeepsServing) {
       continue;
     }
     std::string got = c.read_n(4, 5s);
-    if (got == "ping") ++served; else ++closed;
+    if (got == "ping")
+      ++served;
+    else
+      ++closed;
   }
   EXPECT_GT(served, 20);
   EXPECT_GT(closed, 20);

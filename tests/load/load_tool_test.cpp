@@ -34,7 +34,8 @@ class RealServer {
     process_ = std::make_unique<test::Process>(argv);
     std::string line = process_->read_line();
     std::size_t on = line.find(" on ");
-    if (on == std::string::npos) throw std::runtime_error("server did not start: " + process_->err());
+    if (on == std::string::npos)
+      throw std::runtime_error("server did not start: " + process_->err());
     address_ = line.substr(on + 4, line.find(' ', on + 4) - on - 4);
   }
   const std::string& address() const { return address_; }
@@ -62,8 +63,9 @@ test::Process run_load(std::vector<std::string> args) {
 TEST(LoadTool, HoldOpensAndVerifiesEveryConnection) {
   RealServer server;
   Files files;
-  test::Process load = run_load({"hold", "--target", server.address(), "--connections", "3000", "--duration", "200ms",
-                                 "--server-pid", std::to_string(server.pid()), "--json", files.path("hold.json")});
+  test::Process load = run_load({"hold", "--target", server.address(), "--connections", "3000",
+                                 "--duration", "200ms", "--server-pid",
+                                 std::to_string(server.pid()), "--json", files.path("hold.json")});
   ASSERT_EQ(load.wait(), 0) << load.out() << load.err();
   std::string json = test::read_file(files.path("hold.json"));
   EXPECT_EQ(test::json_number(json, "established"), 3000);
@@ -76,8 +78,9 @@ TEST(LoadTool, HoldOpensAndVerifiesEveryConnection) {
 TEST(LoadTool, EchoCountsAgreeWithTheServersOwnCounters) {
   RealServer server;
   Files files;
-  test::Process load = run_load({"echo", "--target", server.address(), "--connections", "50", "--depth", "4",
-                                 "--size", "300", "--duration", "1s", "--warmup", "200ms", "--json", files.path("e.json")});
+  test::Process load = run_load({"echo", "--target", server.address(), "--connections", "50",
+                                 "--depth", "4", "--size", "300", "--duration", "1s", "--warmup",
+                                 "200ms", "--json", files.path("e.json")});
   ASSERT_EQ(load.wait(), 0) << load.out() << load.err();
   std::string json = test::read_file(files.path("e.json"));
   double sent = test::json_number(json, "bytes_sent");
@@ -94,8 +97,9 @@ TEST(LoadTool, EchoCountsAgreeWithTheServersOwnCounters) {
 
 TEST(LoadTool, EchoRunsOnTheEpollBackendToo) {
   RealServer server({"--backend", "epoll"});
-  test::Process load = run_load({"echo", "--backend", "epoll", "--target", server.address(), "--connections", "20",
-                                 "--duration", "300ms", "--warmup", "100ms"});
+  test::Process load =
+      run_load({"echo", "--backend", "epoll", "--target", server.address(), "--connections", "20",
+                "--duration", "300ms", "--warmup", "100ms"});
   EXPECT_EQ(load.wait(), 0) << load.out() << load.err();
   server.stop();
 }
@@ -103,8 +107,9 @@ TEST(LoadTool, EchoRunsOnTheEpollBackendToo) {
 TEST(LoadTool, RateModeKeepsItsSchedule) {
   RealServer server;
   Files files;
-  test::Process load = run_load({"rate", "--target", server.address(), "--connections", "20", "--rate", "2000",
-                                 "--duration", "1s", "--warmup", "200ms", "--json", files.path("r.json")});
+  test::Process load =
+      run_load({"rate", "--target", server.address(), "--connections", "20", "--rate", "2000",
+                "--duration", "1s", "--warmup", "200ms", "--json", files.path("r.json")});
   ASSERT_EQ(load.wait(), 0) << load.out() << load.err();
   std::string json = test::read_file(files.path("r.json"));
   // The schedule sends rate x time whatever the server does: at least warm-up plus window.
@@ -141,17 +146,22 @@ void expect_load_catches(Faulty::Kind kind, const char* figure) {
   cfg.buffer_pool_bytes = 4 << 20;
   test::Server server(cfg, faulty);
   Files files;
-  test::Process load = run_load({"echo", "--target", server.address().to_string(), "--connections", "10", "--duration",
-                                 "500ms", "--warmup", "100ms", "--json", files.path("f.json")});
+  test::Process load =
+      run_load({"echo", "--target", server.address().to_string(), "--connections", "10",
+                "--duration", "500ms", "--warmup", "100ms", "--json", files.path("f.json")});
   EXPECT_EQ(load.wait(), 1) << "a faulty server must make myriad-load fail\n" << load.out();
   std::string json = test::read_file(files.path("f.json"));
   EXPECT_GT(test::json_number(json, figure), 0) << json;
 }
 
-TEST(LoadTool, CatchesAServerThatCorruptsAByte) { expect_load_catches(Faulty::kFlip, "corrupt"); }
+TEST(LoadTool, CatchesAServerThatCorruptsAByte) {
+  expect_load_catches(Faulty::kFlip, "corrupt");
+}
 
 // With one message in flight per connection, a dropped one never comes back: counted as lost.
-TEST(LoadTool, CatchesAServerThatDropsAMessage) { expect_load_catches(Faulty::kDrop, "lost_messages"); }
+TEST(LoadTool, CatchesAServerThatDropsAMessage) {
+  expect_load_catches(Faulty::kDrop, "lost_messages");
+}
 
 TEST(LoadTool, HoldCountsRefusedConnections) {
   // A port that was just bound and released: nothing listens there.
@@ -166,8 +176,9 @@ TEST(LoadTool, HoldCountsRefusedConnections) {
     return s.address();
   }();
   Files files;
-  test::Process load = run_load({"hold", "--target", dead.to_string(), "--connections", "50", "--duration", "100ms",
-                                 "--ramp-timeout", "10s", "--json", files.path("x.json")});
+  test::Process load =
+      run_load({"hold", "--target", dead.to_string(), "--connections", "50", "--duration", "100ms",
+                "--ramp-timeout", "10s", "--json", files.path("x.json")});
   EXPECT_EQ(load.wait(), 1);
   std::string json = test::read_file(files.path("x.json"));
   EXPECT_EQ(test::json_number(json, "established"), 0);
@@ -186,12 +197,13 @@ TEST(LoadTool, HoldCountsConnectionsTheServerResets) {
   cfg.buffer_pool_bytes = 4 << 20;
   test::Server server(cfg, resetter);
   Files files;
-  test::Process load = run_load({"hold", "--target", server.address().to_string(), "--connections", "100",
-                                 "--duration", "300ms", "--json", files.path("r.json")});
+  test::Process load = run_load({"hold", "--target", server.address().to_string(), "--connections",
+                                 "100", "--duration", "300ms", "--json", files.path("r.json")});
   EXPECT_EQ(load.wait(), 1);
   std::string json = test::read_file(files.path("r.json"));
   EXPECT_LT(test::json_number(json, "verified"), 100) << json;
-  EXPECT_EQ(json.find("\"closed_while_held\": 0,"), std::string::npos) << "resets went uncounted: " << json;
+  EXPECT_EQ(json.find("\"closed_while_held\": 0,"), std::string::npos)
+      << "resets went uncounted: " << json;
 }
 
 }  // namespace

@@ -13,7 +13,8 @@ namespace {
 TEST(Scale, OneServerHoldsFiftyThousandVerifiedConnectionsInSixtyFourBytesEach) {
   rlimit rl{};
   ::getrlimit(RLIMIT_NOFILE, &rl);
-  test::Process server({MYRIAD_SERVER_BIN, "--listen", "0.0.0.0:0", "--shards", "1", "--max-connections", "60000"});
+  test::Process server(
+      {MYRIAD_SERVER_BIN, "--listen", "0.0.0.0:0", "--shards", "1", "--max-connections", "60000"});
   std::string line = server.read_line();
   std::size_t colon = line.find("0.0.0.0:");
   ASSERT_NE(colon, std::string::npos) << line << server.err();
@@ -23,9 +24,10 @@ TEST(Scale, OneServerHoldsFiftyThousandVerifiedConnectionsInSixtyFourBytesEach) 
 
   char dir[] = "/tmp/myriad-scale-XXXXXX";
   std::string json_path = std::string(::mkdtemp(dir)) + "/scale.json";
-  test::Process load({MYRIAD_LOAD_BIN, "hold", "--target", "127.0.0.1-127.0.0.4:" + port, "--connections", "50000",
-                      "--connect-rate", "40000", "--duration", "1s", "--server-pid", std::to_string(server.pid()),
-                      "--json", json_path, "--quiet"});
+  test::Process load({MYRIAD_LOAD_BIN, "hold", "--target", "127.0.0.1-127.0.0.4:" + port,
+                      "--connections", "50000", "--connect-rate", "40000", "--duration", "1s",
+                      "--server-pid", std::to_string(server.pid()), "--json", json_path,
+                      "--quiet"});
   EXPECT_EQ(load.wait(std::chrono::minutes(4)), 0) << load.out() << load.err();
   std::string json = test::read_file(json_path);
   std::system(("rm -rf " + std::string(dir)).c_str());

@@ -1,11 +1,11 @@
 #include "client.hpp"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <fcntl.h>
 
 #include <cerrno>
 #include <cstring>
@@ -19,7 +19,8 @@ namespace test {
 Socket Socket::connect_to(const myriad::Address& to, int receive_buffer) {
   int fd = ::socket(to.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
-  if (receive_buffer > 0) ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
+  if (receive_buffer > 0)
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
   if (::connect(fd, to.sockaddr_ptr(), to.length()) != 0) {
     int e = errno;
     ::close(fd);
@@ -56,7 +57,8 @@ bool Socket::send_all(const std::string& data) {
 namespace {
 bool wait_readable(int fd, std::chrono::steady_clock::time_point end) {
   for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        end - std::chrono::steady_clock::now());
     if (left.count() <= 0) return false;
     pollfd p{fd, POLLIN, 0};
     int r = ::poll(&p, 1, static_cast<int>(std::min<long>(left.count(), 100)));
@@ -112,7 +114,9 @@ bool Socket::reset_by_peer(std::chrono::milliseconds limit) {
   return false;
 }
 
-void Socket::shutdown_write() { ::shutdown(fd_, SHUT_WR); }
+void Socket::shutdown_write() {
+  ::shutdown(fd_, SHUT_WR);
+}
 
 void Socket::reset_hard() {
   linger l{1, 0};
@@ -120,8 +124,9 @@ void Socket::reset_hard() {
   reset();
 }
 
-void Socket::set_nonblocking() { ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK); }
-
+void Socket::set_nonblocking() {
+  ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
+}
 
 std::string random_bytes(std::size_t n, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -141,11 +146,13 @@ void run_echo(std::vector<EchoPeer>& peers, std::chrono::milliseconds limit) {
   std::size_t done = 0;
   std::vector<bool> finished(peers.size(), false);
   while (done < peers.size()) {
-    ASSERT_LT(std::chrono::steady_clock::now(), end) << "echo did not complete: " << done << "/" << peers.size()
-                                                      << " peers finished (hang guard)";
+    ASSERT_LT(std::chrono::steady_clock::now(), end)
+        << "echo did not complete: " << done << "/" << peers.size()
+        << " peers finished (hang guard)";
     for (std::size_t i = 0; i < peers.size(); ++i) {
       fds[i].fd = finished[i] ? -1 : peers[i].socket.fd();
-      fds[i].events = static_cast<short>(POLLIN | (peers[i].sent < peers[i].out.size() ? POLLOUT : 0));
+      fds[i].events =
+          static_cast<short>(POLLIN | (peers[i].sent < peers[i].out.size() ? POLLOUT : 0));
       fds[i].revents = 0;
     }
     ::poll(fds.data(), fds.size(), 100);
@@ -153,7 +160,8 @@ void run_echo(std::vector<EchoPeer>& peers, std::chrono::milliseconds limit) {
       if (finished[i]) continue;
       EchoPeer& p = peers[i];
       if ((fds[i].revents & POLLOUT) != 0 && p.sent < p.out.size()) {
-        ssize_t n = ::send(p.socket.fd(), p.out.data() + p.sent, std::min<std::size_t>(p.out.size() - p.sent, 1 << 16),
+        ssize_t n = ::send(p.socket.fd(), p.out.data() + p.sent,
+                           std::min<std::size_t>(p.out.size() - p.sent, 1 << 16),
                            MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) p.sent += static_cast<std::size_t>(n);
       }
@@ -162,7 +170,8 @@ void run_echo(std::vector<EchoPeer>& peers, std::chrono::milliseconds limit) {
         if (n > 0) {
           p.in.append(buf.data(), static_cast<std::size_t>(n));
         } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-          ADD_FAILURE() << "peer " << i << " closed early after " << p.in.size() << " of " << p.out.size() << " bytes";
+          ADD_FAILURE() << "peer " << i << " closed early after " << p.in.size() << " of "
+                        << p.out.size() << " bytes";
           finished[i] = true;
           ++done;
           continue;
@@ -181,7 +190,9 @@ void run_echo(std::vector<EchoPeer>& peers, std::chrono::milliseconds limit) {
 }
 
 const char* backend_name(myriad::BackendKind kind) {
-  return kind == myriad::BackendKind::kUring ? "io_uring" : kind == myriad::BackendKind::kEpoll ? "epoll" : "auto";
+  return kind == myriad::BackendKind::kUring   ? "io_uring"
+         : kind == myriad::BackendKind::kEpoll ? "epoll"
+                                               : "auto";
 }
 
 Server::Server(myriad::Config config, myriad::Handler& handler)
@@ -190,13 +201,16 @@ Server::Server(myriad::Config config, myriad::Handler& handler)
   runtime_->start();
 }
 
-Server::Server(myriad::Config config, std::function<std::unique_ptr<myriad::Handler>(myriad::Shard&)> factory)
+Server::Server(myriad::Config config,
+               std::function<std::unique_ptr<myriad::Handler>(myriad::Shard&)> factory)
     : runtime_(std::make_unique<myriad::Runtime>(config)) {
   address_ = runtime_->listen(myriad::Address::parse("127.0.0.1:0"), std::move(factory));
   runtime_->start();
 }
 
-Server::~Server() { stop(); }
+Server::~Server() {
+  stop();
+}
 
 void Server::stop() {
   if (stopped_) return;
@@ -227,9 +241,10 @@ const std::string& uring_unavailable() {
 
 void BackendTest::SetUp() {
   if (GetParam() == myriad::BackendKind::kUring && !uring_unavailable().empty()) {
-    GTEST_SKIP() << "io_uring is not available on this machine, so its half of the conformance suite "
-                    "does not run: "
-                 << uring_unavailable();
+    GTEST_SKIP()
+        << "io_uring is not available on this machine, so its half of the conformance suite "
+           "does not run: "
+        << uring_unavailable();
   }
 }
 

@@ -83,12 +83,15 @@ const char* backend_name(myriad::BackendKind kind);
 class Server {
  public:
   Server(myriad::Config config, myriad::Handler& handler);
-  Server(myriad::Config config, std::function<std::unique_ptr<myriad::Handler>(myriad::Shard&)> factory);
+  Server(myriad::Config config,
+         std::function<std::unique_ptr<myriad::Handler>(myriad::Shard&)> factory);
   ~Server();
   myriad::Runtime& runtime() { return *runtime_; }
   const myriad::Address& address() const { return address_; }
   myriad::Counters counters() const { return runtime_->counters(); }
-  Socket connect(int receive_buffer = 0) const { return Socket::connect_to(address_, receive_buffer); }
+  Socket connect(int receive_buffer = 0) const {
+    return Socket::connect_to(address_, receive_buffer);
+  }
   void stop();  // graceful stop and wait
 
  private:
@@ -110,7 +113,8 @@ std::string param_name(const ::testing::TestParamInfo<myriad::BackendKind>& info
 
 }  // namespace test
 
-#define MYRIAD_CONFORMANCE_SUITE(Suite)                                                          \
-  INSTANTIATE_TEST_SUITE_P(Backends, Suite,                                                      \
-                           ::testing::Values(myriad::BackendKind::kUring, myriad::BackendKind::kEpoll), \
-                           ::test::param_name)
+#define MYRIAD_CONFORMANCE_SUITE(Suite)                                            \
+  INSTANTIATE_TEST_SUITE_P(                                                        \
+      Backends, Suite,                                                             \
+      ::testing::Values(myriad::BackendKind::kUring, myriad::BackendKind::kEpoll), \
+      ::test::param_name)
