@@ -132,7 +132,7 @@ class EpollBackend final : public Backend {
     if (fd < 0 || static_cast<uint32_t>(fd) >= capacity_) {
       int error = fd < 0 ? errno : EMFILE;
       if (fd >= 0) ::close(fd);
-      deferred_.push_back([this, token, error] { shard_.on_connect_failed(token, error); });
+      shard_.post_task([this, token, error] { shard_.on_connect_failed(token, error); });
       return;
     }
     int one = 1;
@@ -145,7 +145,7 @@ class EpollBackend final : public Backend {
     if (rc != 0 && errno != EINPROGRESS) {
       int error = errno;
       r.io = 0;
-      deferred_.push_back([this, id, error] { shard_.on_connected(id, -error); });
+      shard_.post_task([this, id, error] { shard_.on_connected(id, -error); });
       return;
     }
     register_connection(fd);
@@ -169,12 +169,6 @@ class EpollBackend final : public Backend {
   }
 
   void poll(int64_t timeout_ns) override {
-    if (!deferred_.empty()) {
-      std::vector<std::function<void()>> run;
-      run.swap(deferred_);
-      for (auto& fn : run) fn();
-      timeout_ns = 0;
-    }
     if (!ready_.empty() || pending_accepts()) timeout_ns = 0;
     int n = wait(timeout_ns);
     for (int i = 0; i < n; ++i) {
@@ -384,7 +378,6 @@ class EpollBackend final : public Backend {
   std::vector<uint32_t> starved_;
   std::size_t starved_head_ = 0;
   LazyArray<msghdr*> pending_send_;
-  std::vector<std::function<void()>> deferred_;
   std::vector<epoll_event> events_;
 };
 

@@ -143,7 +143,7 @@ struct Ring {
   bool hot = false;          // checked every turn, eventfd signalling off (rings > 0)
   uint32_t quiet_turns = 0;  // busy turns in a row with nothing to do
   bool publish_queued = false;
-  bool maybe_more = false;   // completed something last time: deferred work may remain
+  bool maybe_more = false;  // completed something last time: deferred work may remain
 };
 
 class UringBackend final : public Backend {
@@ -275,7 +275,7 @@ class UringBackend final : public Backend {
   void connect(uint32_t token, const Address& to) override {
     Ring* r = ring_with_room();
     if (r == nullptr) {
-      deferred_.push_back([this, token] { shard_.on_connect_failed(token, ENFILE); });
+      shard_.post_task([this, token] { shard_.on_connect_failed(token, ENFILE); });
       return;
     }
     ++r->used;
@@ -302,12 +302,6 @@ class UringBackend final : public Backend {
   // ---- The loop's wait ----
 
   void poll(int64_t timeout_ns) override {
-    if (!deferred_.empty()) {
-      std::vector<std::function<void()>> run;
-      run.swap(deferred_);
-      for (auto& fn : run) fn();
-      timeout_ns = 0;
-    }
     // Chunks released since the last turn (timers, offload results) reach starved rings now,
     // before the shard can sleep on them.
     refill();
@@ -317,7 +311,9 @@ class UringBackend final : public Backend {
     // Before sleeping, rings that completed something last time are entered once more: the
     // kernel may have kept deferred work back (see reap()) without flagging it.
     bool leftovers = false;
-    if (sleep && (rings_[0]->maybe_more || std::any_of(hot_.begin(), hot_.end(), [](const Ring* r) { return r->maybe_more; }))) {
+    if (sleep && (rings_[0]->maybe_more || std::any_of(hot_.begin(), hot_.end(), [](const Ring* r) {
+                    return r->maybe_more;
+                  }))) {
       sleep = false;
       leftovers = true;
     }
@@ -343,16 +339,20 @@ class UringBackend final : public Backend {
         __kernel_timespec ts{};
         ts.tv_sec = timeout_ns / 1'000'000'000;
         ts.tv_nsec = timeout_ns % 1'000'000'000;
+        clear_taskrun(main);
         io_uring_submit_and_wait_timeout(&main.ring, &cqe, 1, &ts, nullptr);
       } else {
+        clear_taskrun(main);
         io_uring_submit_and_wait(&main.ring, 1);
       }
       if (rings_.size() > 1) {
         set_eventfd_disabled(true);  // awake: the other rings need not signal
         scan_all();
       }
-    } else if (io_uring_sq_ready(&main.ring) > 0 || ring_has_work(main) || (leftovers && main.maybe_more)) {
+    } else if (io_uring_sq_ready(&main.ring) > 0 || ring_has_work(main) ||
+               (leftovers && main.maybe_more)) {
       // Busy: enter a ring only if it has something to submit or to complete.
+      clear_taskrun(main);
       io_uring_submit_and_get_events(&main.ring);
     }
     reap(main);
@@ -368,6 +368,7 @@ class UringBackend final : public Backend {
         continue;
       }
       r.quiet_turns = 0;
+      clear_taskrun(r);
       io_uring_submit_and_get_events(&r.ring);
       reap(r);
     }
@@ -409,6 +410,18 @@ class UringBackend final : public Backend {
   }
 
   static unsigned sq_flags(const Ring& r) { return IO_URING_READ_ONCE(*r.ring.sq.kflags); }
+
+  // Clears IORING_SQ_TASKRUN just before an io_uring_enter that runs the ring's deferred work.
+  // The kernel sets the flag after queueing work and clears it when it starts running work, so
+  // the two can interleave and leave the flag set over an empty list; nothing clears it then
+  // until new work comes, and a loop that trusts it enters the ring for nothing every turn (a
+  // shard holding idle connections spun at 100% of a CPU that way). Clearing it here, with the
+  // enter right after, loses nothing: work queued before the clear runs in this enter, work
+  // queued after it sets the flag again.
+  static void clear_taskrun(Ring& r) {
+    __atomic_fetch_and(r.ring.sq.kflags, ~static_cast<unsigned>(IORING_SQ_TASKRUN),
+                       __ATOMIC_SEQ_CST);
+  }
 
   static bool ring_has_work(const Ring& r) {
     return (sq_flags(r) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0 ||
@@ -728,6 +741,7 @@ class UringBackend final : public Backend {
       io_uring_cq_advance(&r.ring, seen);
       total += seen;
       if ((sq_flags(r) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) == 0) break;
+      clear_taskrun(r);
       io_uring_get_events(&r.ring);
     }
     r.maybe_more = total > 0;
@@ -856,7 +870,7 @@ class UringBackend final : public Backend {
     }
     // A listener failing again and again is re-armed from the next turn, not in a tight loop.
     if (l.errors > 16) {
-      deferred_.push_back([this, index] { arm_accept(index); });
+      shard_.post_task([this, index] { arm_accept(index); });
       l.errors = 0;
       return;
     }
@@ -919,12 +933,11 @@ class UringBackend final : public Backend {
   std::vector<Listener> listeners_;
   // Connect addresses: by token until the socket exists, then by (id | kPendingConnect).
   std::unordered_map<uint32_t, Address> connect_to_;
-  std::vector<std::function<void()>> deferred_;
   uint32_t starving_ = 0;      // rings with connections waiting for chunks
   bool more_starved_ = false;  // refill left starved connections on rings that have chunks
   std::vector<Ring*> hot_;     // rings other than 0 looked at every busy turn
   uint32_t turns_since_scan_ = 0;
-  bool scan_cold_ = false;     // the eventfd fired: look at the cold rings
+  bool scan_cold_ = false;  // the eventfd fired: look at the cold rings
   std::vector<Ring*> to_publish_;
   uint64_t reclaims_ = 0;
   uint64_t event_value_ = 0;
