@@ -7,10 +7,14 @@
 //   as many rings as its capacity needs (20,000 slots each here), created when the previous ones
 //   fill. Connection id = ring * slots_per_ring + slot.
 // - Ring 0 is where the shard sleeps. Every other ring signals the shard's eventfd, which ring 0
-//   reads; signalling stays disabled (IORING_CQ_EVENTFD_DISABLED) while the shard is awake and is
-//   re-enabled, with a re-check of every ring, just before it sleeps: no wakeup is lost and none
-//   is spent while awake. A multishot poll would not do: the kernel downgrades a poll on an
-//   io_uring-signalled eventfd to one-shot.
+//   reads. The rings in use lately ("hot") are looked at every busy turn, so their signalling is
+//   disabled (IORING_CQ_EVENTFD_DISABLED) while the shard is awake and re-enabled, with a
+//   re-check, just before it sleeps; a ring leaves the hot set the same way (enable, then
+//   re-check). Cold rings always signal, so work on one of them wakes the shard or, while it is
+//   awake, makes it look at every ring once. No wakeup is lost, and neither a busy turn nor a
+//   sleep costs anything per cold ring: with a million idle connections on 50 rings, the loop
+//   pays for the few rings that carry traffic. A multishot poll would not do: the kernel
+//   downgrades a poll on an io_uring-signalled eventfd to one-shot.
 // - SINGLE_ISSUER + DEFER_TASKRUN (+ TASKRUN_FLAG so a ring with pending work shows it in shared
 //   memory), probed once, older flags tried on EINVAL. One io_uring_enter per ring per loop turn
 //   submits everything queued in that turn and waits; the ring fd is registered.
@@ -73,8 +77,9 @@ constexpr unsigned kCqEntries = 4 * kSqEntries;
 constexpr uint32_t kMinRingShare = 8;
 // Busy turns a hot ring may sit idle before it is no longer looked at every turn.
 constexpr uint32_t kQuietTurns = 64;
-// Busy turns between looks at every ring.
-constexpr uint32_t kScanEvery = 4;
+// Busy turns between looks at every ring: a safety net only, since a cold ring signals the
+// eventfd when work comes (see the header).
+constexpr uint32_t kScanEvery = 256;
 // Chunks one connection's multishot receive may fill in one pass over the ring's work.
 constexpr uint32_t kChunksPerPass = 4;
 
@@ -317,19 +322,19 @@ class UringBackend final : public Backend {
       sleep = false;
       leftovers = true;
     }
-    if (sleep && rings_.size() > 1) {
+    if (sleep && !hot_.empty()) {
       // What the hot rings queued must reach the kernel before we block on ring 0 (only hot
       // rings have queued anything: get_sqe() heats a ring).
       for (Ring* r : hot_) {
         if (io_uring_sq_ready(&r->ring) > 0) io_uring_submit(&r->ring);
       }
-      // Let every other ring wake us, then look at all of them once more: work that came
-      // before this point is seen here, work that comes after it signals the eventfd.
-      set_eventfd_disabled(false);
+      // Let the hot rings wake us too (cold ones always can), then look at them once more:
+      // work that came before this point is seen here, work after it signals the eventfd.
+      for (Ring* r : hot_) set_signalling(*r, true);
       std::atomic_thread_fence(std::memory_order_seq_cst);
-      if (scan_all()) {
+      if (hot_work_pending()) {
         sleep = false;
-        set_eventfd_disabled(true);
+        for (Ring* r : hot_) set_signalling(*r, false);
       }
     }
     Ring& main = *rings_[0];
@@ -345,10 +350,7 @@ class UringBackend final : public Backend {
         clear_taskrun(main);
         io_uring_submit_and_wait(&main.ring, 1);
       }
-      if (rings_.size() > 1) {
-        set_eventfd_disabled(true);  // awake: the other rings need not signal
-        scan_all();
-      }
+      for (Ring* r : hot_) set_signalling(*r, false);  // awake: they are looked at anyway
     } else if (io_uring_sq_ready(&main.ring) > 0 || ring_has_work(main) ||
                (leftovers && main.maybe_more)) {
       // Busy: enter a ring only if it has something to submit or to complete.
@@ -356,9 +358,8 @@ class UringBackend final : public Backend {
       io_uring_submit_and_get_events(&main.ring);
     }
     reap(main);
-    // Busy turns look at ring 0 and the hot rings (those used lately); every few turns, and
-    // whenever the eventfd fired, at all of them, so a quiet ring that wakes up is noticed
-    // within a few turns without every turn paying for a million connections' worth of rings.
+    // Busy turns look at ring 0 and the hot rings (those used lately); at every ring only when
+    // the eventfd fired (a cold ring got work, or another thread posted), and rarely otherwise.
     if (rings_.size() > 1 && (scan_cold_ || ++turns_since_scan_ >= kScanEvery)) scan_all();
     bool quiet = false;
     for (std::size_t i = 0; i < hot_.size(); ++i) {  // indexed: reaping may heat more rings
@@ -436,15 +437,13 @@ class UringBackend final : public Backend {
     return false;
   }
 
-  // Signalling of the shard's eventfd by every ring but ring 0: on only while the shard sleeps.
-  void set_eventfd_disabled(bool disabled) {
-    for (std::size_t k = 1; k < rings_.size(); ++k) {
-      unsigned* flags = rings_[k]->ring.cq.kflags;
-      unsigned value = IO_URING_READ_ONCE(*flags);
-      value =
-          disabled ? (value | IORING_CQ_EVENTFD_DISABLED) : (value & ~IORING_CQ_EVENTFD_DISABLED);
-      IO_URING_WRITE_ONCE(*flags, value);
-    }
+  // Whether ring r (> 0) signals the shard's eventfd: always when cold, only while the shard
+  // sleeps when hot.
+  static void set_signalling(Ring& r, bool on) {
+    unsigned* flags = r.ring.cq.kflags;
+    unsigned value = IO_URING_READ_ONCE(*flags);
+    value = on ? (value & ~IORING_CQ_EVENTFD_DISABLED) : (value | IORING_CQ_EVENTFD_DISABLED);
+    IO_URING_WRITE_ONCE(*flags, value);
   }
 
   // Looks at every ring; those with work become hot. Returns whether any had work.
@@ -461,20 +460,30 @@ class UringBackend final : public Backend {
     return any;
   }
 
-  // A hot ring is looked at every busy turn.
+  // A hot ring is looked at every busy turn, so it need not signal while the shard is awake.
   void heat(Ring& r) {
     if (r.index == 0 || r.hot) return;
     r.hot = true;
     r.quiet_turns = 0;
+    set_signalling(r, false);
     hot_.push_back(&r);
   }
 
-  // Rings quiet for a while stop being looked at every turn (the periodic scan still sees them).
+  // Rings quiet for a while stop being looked at every turn and signal again: signalling is
+  // turned on first and the ring looked at after, so work that came in between is not missed.
   void drop_quiet() {
     std::size_t kept = 0;
     for (Ring* r : hot_) {
-      if (r->quiet_turns <= kQuietTurns || r->maybe_more || ring_has_work(*r) ||
-          io_uring_sq_ready(&r->ring) > 0) {
+      bool keep = r->quiet_turns <= kQuietTurns || r->maybe_more || io_uring_sq_ready(&r->ring) > 0;
+      if (!keep) {
+        set_signalling(*r, true);
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        if (ring_has_work(*r)) {
+          set_signalling(*r, false);
+          keep = true;
+        }
+      }
+      if (keep) {
         hot_[kept++] = r;
       } else {
         r->hot = false;
@@ -519,10 +528,7 @@ class UringBackend final : public Backend {
       rc = io_uring_register_eventfd(&r.ring, event_fd_);
       if (rc < 0)
         throw std::runtime_error(std::string("io_uring register eventfd: ") + std::strerror(-rc));
-      // The shard is awake while it adds a ring: signalling starts disabled (see the header).
-      IO_URING_WRITE_ONCE(*r.ring.cq.kflags,
-                          IO_URING_READ_ONCE(*r.ring.cq.kflags) | IORING_CQ_EVENTFD_DISABLED);
-      heat(r);
+      heat(r);  // the shard is awake while it adds a ring: hot, not signalling (see the header)
     }
     // The first ring may hold the whole slice; later ones start small and grow on demand.
     r.share = r.index == 0 ? chunks_ : std::min(chunks_, std::max(kMinRingShare, chunks_ / 16));

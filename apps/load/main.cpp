@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -30,6 +31,19 @@ using myriad::Duration;
 using Clock = std::chrono::steady_clock;
 
 namespace {
+
+// SIGINT/SIGTERM: the first ends the phase that is running (ramp, hold, warm-up or measuring)
+// early; the verification of held connections and the report still run, and the exit status is
+// 130. A second one also cuts the verification short.
+std::atomic<int> interrupts{0};
+
+void on_interrupt(int) {
+  interrupts.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool interrupted() {
+  return interrupts.load(std::memory_order_relaxed) > 0;
+}
 
 const char* kUsage =
     R"(usage: myriad-load {hold|echo|rate} --target HOST[-HOST]:PORT[,...] [options]
@@ -56,7 +70,8 @@ options:
   --cpu N               pin load shard i to CPU N+i
   --quiet               no progress line
 exit status: 0 when every connection opened (and, where verified, answered) and no byte was
-corrupted; 1 otherwise; 2 for a usage error.
+corrupted; 1 otherwise; 2 for a usage error; 130 when stopped early by SIGINT or SIGTERM (the
+first ends the running phase and still verifies and reports; a second cuts verifying short).
 )";
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -65,9 +80,13 @@ corrupted; 1 otherwise; 2 for a usage error.
 }
 
 std::string with_commas(uint64_t v) {
-  std::string s = std::to_string(v);
-  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3)
-    s.insert(static_cast<std::size_t>(i), ",");
+  std::string digits = std::to_string(v);
+  std::string s;
+  s.reserve(digits.size() + digits.size() / 3);
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) s.push_back(',');
+    s.push_back(digits[i]);
+  }
   return s;
 }
 
@@ -224,6 +243,11 @@ int main(int argc, char** argv) {
   config.max_write_queue = std::size_t{1} << 30;
   if (opt.mode == ml::Mode::kRate) config.timer_tick = std::chrono::microseconds(50);
   ::signal(SIGPIPE, SIG_IGN);
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  sa.sa_flags = SA_RESTART;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
 
   bool tty = !quiet && ::isatty(2);
   ml::Pattern pattern;
@@ -267,7 +291,8 @@ int main(int argc, char** argv) {
     uint64_t last_established = 0;
     auto last_tick = ramp_start;
     double rate_now = 0;
-    while (progress.established + progress.failed() < total && Clock::now() < ramp_deadline) {
+    while (progress.established + progress.failed() < total && Clock::now() < ramp_deadline &&
+           !interrupted()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       auto now = Clock::now();
       uint64_t e = progress.established;
@@ -279,7 +304,9 @@ int main(int argc, char** argv) {
     auto ramp_end = Clock::now();
     double ramp_s = seconds(ramp_end - ramp_start);
     uint64_t established = progress.established;
-    uint64_t ramp_timed_out = total - std::min(total, established + progress.failed());
+    // Not established by the end of an interrupted ramp: neither failed nor timed out.
+    uint64_t ramp_timed_out =
+        interrupted() ? 0 : total - std::min(total, established + progress.failed());
     ml::KernelSample kernel_after = ml::sample_kernel();
     auto server_after = server();
 
@@ -289,7 +316,7 @@ int main(int argc, char** argv) {
     uint64_t drained_outstanding = 0;
     if (opt.mode == ml::Mode::kHold) {
       auto end = Clock::now() + opt.duration;
-      while (Clock::now() < end) {
+      while (Clock::now() < end && !interrupted()) {
         std::this_thread::sleep_for(
             std::min<Clock::duration>(std::chrono::milliseconds(200), end - Clock::now()));
         status("hold", "closed " + with_commas(progress.closed_unexpectedly));
@@ -297,7 +324,7 @@ int main(int argc, char** argv) {
     } else {
       on_every_shard(rt, [&](unsigned i) { shards[i]->start_traffic(rt.shard(i)); });
       auto warm_end = Clock::now() + opt.warmup;
-      while (Clock::now() < warm_end) {
+      while (Clock::now() < warm_end && !interrupted()) {
         std::this_thread::sleep_for(
             std::min<Clock::duration>(std::chrono::milliseconds(100), warm_end - Clock::now()));
         status("warm-up", with_commas(progress.messages) + " messages");
@@ -307,7 +334,7 @@ int main(int argc, char** argv) {
       measuring.store(true);
       auto end = t0 + opt.duration;
       uint64_t last_messages = progress.messages;
-      while (Clock::now() < end) {
+      while (Clock::now() < end && !interrupted()) {
         std::this_thread::sleep_for(
             std::min<Clock::duration>(std::chrono::milliseconds(250), end - Clock::now()));
         uint64_t m = progress.messages;
@@ -333,7 +360,8 @@ int main(int argc, char** argv) {
       auto v0 = Clock::now();
       on_every_shard(rt, [&](unsigned i) { shards[i]->start_verify(rt.shard(i)); });
       auto deadline = v0 + opt.verify_timeout;
-      while (progress.verify_done_shards < n && Clock::now() < deadline) {
+      while (progress.verify_done_shards < n && Clock::now() < deadline &&
+             interrupts.load(std::memory_order_relaxed) < 2) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
         status("verify", with_commas(progress.verified) + " verified");
       }
@@ -502,6 +530,11 @@ int main(int argc, char** argv) {
     }
     if (failed + unexpected + corrupt + verify_failed > 0 || drained_outstanding > 0) exit_code = 1;
     json.num("ok", exit_code == 0 ? 1 : 0);
+    json.num("interrupted", interrupted() ? 1 : 0);
+    if (interrupted()) {
+      std::printf("  INTERRUPTED: stopped early by a signal; the figures cover what ran\n");
+      if (exit_code == 0) exit_code = 130;
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "myriad-load: %s\n", e.what());
     return 1;

@@ -160,14 +160,36 @@ TEST_P(IdleServer, SleepsOnceTheTrafficStops) {
     ASSERT_LT(used, ticks_per_s / 5) << "burst " << burst << ": the idle server used " << used
                                      << " of " << ticks_per_s << " ticks in one second";
   }
-  hold.signal(SIGKILL);  // its job (idle connections) is done; the server sees them reset
-  hold.wait();
+  hold.signal(SIGINT);  // ends the hold early; it still verifies every idle connection
+  EXPECT_EQ(hold.wait(), 130) << hold.out() << hold.err();
+  EXPECT_NE(
+      hold.out().find("verified alive: " + std::string(uring ? "3,000/3,000" : "1,000/1,000")),
+      std::string::npos)
+      << hold.out();
   server.signal(SIGTERM);
   EXPECT_EQ(server.wait(), 0) << server.err();
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, IdleServer, ::testing::Values("uring", "epoll"),
                          [](const auto& info) { return std::string(info.param); });
+
+TEST(LoadTool, ASignalEndsTheHoldEarlyAndStillVerifiesAndReports) {
+  RealServer server;
+  Files files;
+  test::Process load = run_load({"hold", "--target", server.address(), "--connections", "500",
+                                 "--duration", "120s", "--json", files.path("hold.json")});
+  // 500 connections take milliseconds to open; then interrupt the two-minute hold.
+  std::this_thread::sleep_for(2s);
+  auto t0 = std::chrono::steady_clock::now();
+  load.signal(SIGINT);
+  EXPECT_EQ(load.wait(60s), 130) << load.out() << load.err();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 60s);  // it did not sit out the two minutes
+  EXPECT_NE(load.out().find("INTERRUPTED"), std::string::npos) << load.out();
+  std::string json = test::read_file(files.path("hold.json"));
+  EXPECT_EQ(test::json_number(json, "interrupted"), 1);
+  EXPECT_EQ(test::json_number(json, "established"), 500);
+  EXPECT_EQ(test::json_number(json, "verified"), 500);
+}
 
 TEST(LoadTool, EchoRunsOnTheEpollBackendToo) {
   RealServer server({"--backend", "epoll"});
