@@ -8,8 +8,8 @@
 //   when chunks come back (no byte is lost: the socket keeps them).
 // - At most a few chunks per connection per turn, then the next connection: one busy peer
 //   cannot starve the rest. Accepts are capped per turn for the same reason.
-// - Sends are one sendmsg per connection per turn, gathering the whole queue; only EAGAIN
-//   makes a connection wait for EPOLLOUT.
+// - Sends are one system call per connection per turn, gathering the whole queue (sendmsg; send
+//   when the queue is one buffer); only EAGAIN makes a connection wait for EPOLLOUT.
 // - EMFILE on accept is met with a reserve descriptor (close it, accept, close, reopen), so a
 //   full descriptor table cannot spin the loop.
 // - Capacity is bounded by RLIMIT_NOFILE: connection ids are descriptors.
@@ -104,7 +104,12 @@ class EpollBackend final : public Backend {
   void stop_receive(uint32_t id) override { shard_.record(id).io &= ~io::kWantRead; }
 
   void send(uint32_t id, msghdr* msg) override {
-    ssize_t n = ::sendmsg(static_cast<int>(id), msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    // One buffer (the common case: an echo, a small reply) goes by send(): no msghdr and iovec
+    // to copy in and check, which is most of what sendmsg costs beyond it.
+    int fd = static_cast<int>(id);
+    ssize_t n = msg->msg_iovlen == 1 ? ::send(fd, msg->msg_iov[0].iov_base, msg->msg_iov[0].iov_len,
+                                              MSG_NOSIGNAL | MSG_DONTWAIT)
+                                     : ::sendmsg(fd, msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       shard_.record(id).io |= io::kWaitWrite;
       pending_send_[id] = msg;
