@@ -34,6 +34,7 @@ void each_field(Counters& c, F&& f) {
   f("offloads_done", c.offloads_done);
   f("offload_waits", c.offload_waits);
   f("accept_errors", c.accept_errors);
+  f("stray_wakeups", c.stray_wakeups);
 }
 }  // namespace
 

@@ -1115,6 +1115,7 @@ Counters ShardImpl::snapshot() const {
   out.offloads_done = c.offloads_done.get();
   out.offload_waits = c.offload_waits.get();
   out.accept_errors = c.accept_errors.get();
+  out.stray_wakeups = c.stray_wakeups.get();
   return out;
 }
 

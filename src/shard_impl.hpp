@@ -136,6 +136,7 @@ class ShardImpl final : public Shard {
   void on_closed(uint32_t id);
   void on_accept_error(int error);
   void on_buffer_starved() { counters_.buffer_starved.add(); }
+  void on_stray_wakeup() { counters_.stray_wakeups.add(); }
   // How many bytes id may still receive before it reaches its share of the pool.
   uint32_t receive_budget(uint32_t id) const {
     uint32_t held = records_[id].held;
@@ -192,7 +193,7 @@ class ShardImpl final : public Shard {
         closed_idle, closed_slow_reader, closed_input_overflow, closed_local, closed_shutdown,
         bytes_in, bytes_out, receives, sends, buffers_in_use, queued_bytes, buffer_starved,
         watermark_pauses, buffer_cap_pauses, offloads_queued, offloads_done, offload_waits,
-        accept_errors;
+        accept_errors, stray_wakeups;
   };
 
   Connection handle(uint32_t id) { return Connection(this, id, records_[id].gen); }

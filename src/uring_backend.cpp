@@ -13,7 +13,9 @@
 //   re-check). Cold rings always signal, so work on one of them wakes the shard or, while it is
 //   awake, makes it look at every ring once. No wakeup is lost, and neither a busy turn nor a
 //   sleep costs anything per cold ring: with a million idle connections on 50 rings, the loop
-//   pays for the few rings that carry traffic. A multishot poll would not do: the kernel
+//   pays for the few rings that carry traffic. As a safety net, a sleep lasts at most 100 ms
+//   and one that ends with nothing to do enters every cold ring once (stray_wakeups counts
+//   what that finds). A multishot poll would not do: the kernel
 //   downgrades a poll on an io_uring-signalled eventfd to one-shot.
 // - SINGLE_ISSUER + DEFER_TASKRUN (+ TASKRUN_FLAG so a ring with pending work shows it in shared
 //   memory), probed once, older flags tried on EINVAL. One io_uring_enter per ring per loop turn
@@ -80,6 +82,10 @@ constexpr uint32_t kQuietTurns = 64;
 // Busy turns between looks at every ring: a safety net only, since a cold ring signals the
 // eventfd when work comes (see the header).
 constexpr uint32_t kScanEvery = 256;
+// With several rings, a sleep lasts at most this long; a sleep that ends with nothing to do
+// enters every cold ring once. A safety net against a wakeup that does not come (none is
+// expected: see the header; Counters::stray_wakeups counts what it finds).
+constexpr int64_t kSweepNs = 100'000'000;
 // Chunks one connection's multishot receive may fill in one pass over the ring's work.
 constexpr uint32_t kChunksPerPass = 4;
 
@@ -338,6 +344,11 @@ class UringBackend final : public Backend {
       }
     }
     Ring& main = *rings_[0];
+    bool sweep = false;
+    if (sleep && rings_.size() > 1 && (timeout_ns < 0 || timeout_ns > kSweepNs)) {
+      timeout_ns = kSweepNs;
+      sweep = true;
+    }
     if (sleep) {
       io_uring_cqe* cqe = nullptr;
       if (timeout_ns > 0) {
@@ -351,6 +362,7 @@ class UringBackend final : public Backend {
         io_uring_submit_and_wait(&main.ring, 1);
       }
       for (Ring* r : hot_) set_signalling(*r, false);  // awake: they are looked at anyway
+      if (sweep && !ring_has_work(main) && io_uring_cq_ready(&main.ring) == 0) sweep_cold();
     } else if (io_uring_sq_ready(&main.ring) > 0 || ring_has_work(main) ||
                (leftovers && main.maybe_more)) {
       // Busy: enter a ring only if it has something to submit or to complete.
@@ -444,6 +456,20 @@ class UringBackend final : public Backend {
     unsigned value = IO_URING_READ_ONCE(*flags);
     value = on ? (value & ~IORING_CQ_EVENTFD_DISABLED) : (value | IORING_CQ_EVENTFD_DISABLED);
     IO_URING_WRITE_ONCE(*flags, value);
+  }
+
+  // Enters every cold ring once (after a quiet sleep): whatever completes there was missed.
+  void sweep_cold() {
+    for (std::size_t k = 1; k < rings_.size(); ++k) {
+      Ring& r = *rings_[k];
+      if (r.hot) continue;
+      clear_taskrun(r);
+      io_uring_get_events(&r.ring);
+      if (reap(r) > 0) {
+        shard_.on_stray_wakeup();
+        heat(r);
+      }
+    }
   }
 
   // Looks at every ring; those with work become hot. Returns whether any had work.
@@ -734,7 +760,7 @@ class UringBackend final : public Backend {
   // io_uring_enter and may keep the rest on a retry list without setting IORING_SQ_TASKRUN, so
   // a ring that completed anything may have more (maybe_more): busy turns pick it up with the
   // next work, and before sleeping the ring is entered once more, until an entry yields nothing.
-  void reap(Ring& r) {
+  unsigned reap(Ring& r) {
     unsigned total = 0;
     for (int round = 0; round < 64; ++round) {
       unsigned head;
@@ -751,6 +777,7 @@ class UringBackend final : public Backend {
       io_uring_get_events(&r.ring);
     }
     r.maybe_more = total > 0;
+    return total;
   }
 
   void handle(Ring& r, uint64_t ud, int res, unsigned flags) {

@@ -34,6 +34,9 @@ struct Counters {
   uint64_t offloads_done = 0;
   uint64_t offload_waits = 0;  // offloads that found the worker queue full
   uint64_t accept_errors = 0;  // EMFILE/ENFILE and other accept failures
+  // io_uring, several rings: completions a sleeping shard found only by its periodic look at
+  // every ring (a wakeup that did not come). A safety net; it should stay 0.
+  uint64_t stray_wakeups = 0;
 
   Counters& operator+=(const Counters& other);
   uint64_t closed_total() const;
