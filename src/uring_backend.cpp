@@ -14,7 +14,7 @@
 //   awake, makes it look at every ring once. No wakeup is lost, and neither a busy turn nor a
 //   sleep costs anything per cold ring: with a million idle connections on 50 rings, the loop
 //   pays for the few rings that carry traffic. As a safety net, a sleep lasts at most 100 ms
-//   and one that ends with nothing to do enters every cold ring once (stray_wakeups counts
+//   and one that ends with nothing to do enters every other ring once (stray_wakeups counts
 //   what that finds). A multishot poll would not do: the kernel
 //   downgrades a poll on an io_uring-signalled eventfd to one-shot.
 // - SINGLE_ISSUER + DEFER_TASKRUN (+ TASKRUN_FLAG so a ring with pending work shows it in shared
@@ -83,7 +83,7 @@ constexpr uint32_t kQuietTurns = 64;
 // eventfd when work comes (see the header).
 constexpr uint32_t kScanEvery = 256;
 // With several rings, a sleep lasts at most this long; a sleep that ends with nothing to do
-// enters every cold ring once. A safety net against a wakeup that does not come (none is
+// enters every ring once. A safety net against a wakeup that does not come (none is
 // expected: see the header; Counters::stray_wakeups counts what it finds).
 constexpr int64_t kSweepNs = 100'000'000;
 // Chunks one connection's multishot receive may fill in one pass over the ring's work.
@@ -362,7 +362,7 @@ class UringBackend final : public Backend {
         io_uring_submit_and_wait(&main.ring, 1);
       }
       for (Ring* r : hot_) set_signalling(*r, false);  // awake: they are looked at anyway
-      if (sweep && !ring_has_work(main) && io_uring_cq_ready(&main.ring) == 0) sweep_cold();
+      if (sweep && !ring_has_work(main) && io_uring_cq_ready(&main.ring) == 0) sweep_rings();
     } else if (io_uring_sq_ready(&main.ring) > 0 || ring_has_work(main) ||
                (leftovers && main.maybe_more)) {
       // Busy: enter a ring only if it has something to submit or to complete.
@@ -458,11 +458,11 @@ class UringBackend final : public Backend {
     IO_URING_WRITE_ONCE(*flags, value);
   }
 
-  // Enters every cold ring once (after a quiet sleep): whatever completes there was missed.
-  void sweep_cold() {
+  // Enters every ring but ring 0 once (after a quiet sleep): whatever completes there was
+  // missed, whether the ring was cold or hot.
+  void sweep_rings() {
     for (std::size_t k = 1; k < rings_.size(); ++k) {
       Ring& r = *rings_[k];
-      if (r.hot) continue;
       clear_taskrun(r);
       io_uring_get_events(&r.ring);
       if (reap(r) > 0) {
