@@ -101,6 +101,7 @@ enum Op : uint8_t {
   kOpSockopt,
   kOpEvent,
   kOpCancelAccept,
+  kOpAcceptOnce,
 };
 
 uint64_t pack(Op op, uint32_t high16, uint32_t low32) {
@@ -406,6 +407,7 @@ class UringBackend final : public Backend {
     bool active = false;
     int ring = -1;  // where its multishot accept is armed; -1: not armed
     uint32_t errors = 0;
+    bool once_pending = false;  // a plain accept (accept_once) is in flight
   };
 
   Ring& ring_of(uint32_t id) { return *rings_[id / slots_]; }
@@ -461,6 +463,10 @@ class UringBackend final : public Backend {
   // Enters every ring but ring 0 once (after a quiet sleep): whatever completes there was
   // missed, whether the ring was cold or hot.
   void sweep_rings() {
+    // A connection can also wait in a listener's backlog unseen, when its (exclusive) wakeup
+    // went to an accept being cancelled as the listener moved to the next ring: a plain accept
+    // takes it, or stays in flight for the next connection.
+    for (std::size_t i = 0; i < listeners_.size(); ++i) accept_once(static_cast<uint16_t>(i));
     for (std::size_t k = 1; k < rings_.size(); ++k) {
       Ring& r = *rings_[k];
       clear_taskrun(r);
@@ -590,6 +596,29 @@ class UringBackend final : public Backend {
     io_uring_prep_multishot_accept_direct(sqe, l.fd, nullptr, nullptr, 0);
     sqe->user_data = pack(kOpAccept, r->index, index);
     l.ring = static_cast<int>(r->index);
+  }
+
+  void accept_once(uint16_t index) {
+    Listener& l = listeners_[index];
+    if (!l.active || l.once_pending) return;
+    Ring* r = ring_with_room();
+    if (r == nullptr) return;
+    io_uring_sqe* sqe = get_sqe(*r);
+    io_uring_prep_accept_direct(sqe, l.fd, nullptr, nullptr, 0, IORING_FILE_INDEX_ALLOC - 1);
+    sqe->user_data = pack(kOpAcceptOnce, r->index, index);
+    l.once_pending = true;
+  }
+
+  void on_accept_once(uint32_t ring_index, uint16_t index, int res) {
+    listeners_[index].once_pending = false;
+    if (res < 0) return;  // the listener closed, or it failed: the multishot accept reports
+    Ring& r = *rings_[ring_index];
+    ++r.used;
+    uint32_t id = r.first_id + static_cast<uint32_t>(res);
+    Record& rec = shard_.record(id);
+    rec.ops = 0;
+    rec.io = 0;
+    shard_.on_accepted(id, index);
   }
 
   void cancel_accept(uint16_t index) {
@@ -833,6 +862,9 @@ class UringBackend final : public Backend {
         break;
       case kOpCancelAccept:
         break;
+      case kOpAcceptOnce:
+        on_accept_once(high_of(ud), static_cast<uint16_t>(low_of(ud)), res);
+        break;
     }
   }
 
@@ -893,6 +925,15 @@ class UringBackend final : public Backend {
     } else if (res != -ECANCELED) {
       shard_.on_accept_error(-res);
       ++l.errors;
+    }
+    if (!current && res == -ECANCELED && l.active) {
+      // The accept this listener moved away from is gone. The kernel wakes one accept per
+      // incoming connection (accept polls are exclusive), and the wakeup may have gone to the
+      // request being cancelled: that connection would wait in the backlog, unseen by the new
+      // accept, until another arrives. One plain accept on the current ring takes it (or the
+      // next one), so none is left behind.
+      accept_once(index);
+      return;
     }
     if ((flags & IORING_CQE_F_MORE) != 0 || !current) return;
     l.ring = -1;

@@ -19,7 +19,8 @@ std::vector<test::Socket> open_in_batches(test::Server& server, int n, std::size
     out.push_back(server.connect());
     if (out.size() % 16 == 0 || i + 1 == n) {
       std::size_t want = already + out.size();
-      EXPECT_TRUE(test::eventually([&] { return server.counters().accepted >= want; }));
+      EXPECT_TRUE(test::eventually([&] { return server.counters().accepted >= want; }))
+          << "want " << want << "; " << server.counters().to_string();
     }
   }
   return out;
