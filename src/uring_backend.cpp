@@ -612,9 +612,13 @@ class UringBackend final : public Backend {
   void on_accept_once(uint32_t ring_index, uint16_t index, int res) {
     listeners_[index].once_pending = false;
     if (res < 0) return;  // the listener closed, or it failed: the multishot accept reports
-    Ring& r = *rings_[ring_index];
+    adopt_accepted(*rings_[ring_index], res, index);
+  }
+
+  // A connection accepted into the ring's direct-descriptor slot: a fresh record, counted.
+  void adopt_accepted(Ring& r, int slot, uint16_t index) {
     ++r.used;
-    uint32_t id = r.first_id + static_cast<uint32_t>(res);
+    uint32_t id = r.first_id + static_cast<uint32_t>(slot);
     Record& rec = shard_.record(id);
     rec.ops = 0;
     rec.io = 0;
@@ -911,12 +915,7 @@ class UringBackend final : public Backend {
     bool current = l.ring == static_cast<int>(ring_index);
     if (res >= 0) {
       Ring& r = *rings_[ring_index];
-      ++r.used;
-      uint32_t id = r.first_id + static_cast<uint32_t>(res);
-      Record& rec = shard_.record(id);
-      rec.ops = 0;
-      rec.io = 0;
-      shard_.on_accepted(id, index);
+      adopt_accepted(r, res, index);
       l.errors = 0;
       if (current && (flags & IORING_CQE_F_MORE) != 0 && r.used + margin() >= slots_) {
         cancel_accept(index);  // this ring is nearly full: accept on the next one
