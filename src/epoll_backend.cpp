@@ -9,7 +9,10 @@
 // - At most a few chunks per connection per turn, then the next connection: one busy peer
 //   cannot starve the rest. Accepts are capped per turn for the same reason.
 // - Sends are one system call per connection per turn, gathering the whole queue (sendmsg; send
-//   when the queue is one buffer); only EAGAIN makes a connection wait for EPOLLOUT.
+//   when the queue is one buffer); only EAGAIN makes a connection wait for EPOLLOUT. What a
+//   handler wrote in answer to a read goes out right after that connection's reads, not at the
+//   end of the turn: the chunk is still in cache (the pool is LIFO, so the next read reuses
+//   it), and the peer gets its answer while the loop reads the others.
 // - EMFILE on accept is met with a reserve descriptor (close it, accept, close, reopen), so a
 //   full descriptor table cannot spin the loop.
 // - Capacity is bounded by RLIMIT_NOFILE: connection ids are descriptors.
@@ -18,6 +21,7 @@
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -32,6 +36,30 @@
 
 namespace myriad::detail {
 namespace {
+
+// The calls made per message, straight to the kernel. glibc's recv, send, sendmsg and epoll_wait
+// are cancellation points: in a process with more than one thread (every myriad process) each
+// call switches asynchronous cancellation on and off around the system call. myriad never
+// cancels a thread, and measured beside the C epoll loop that wrapper alone cost about 5 % of
+// the CPU per message (docs/BENCHMARKS.md), so the epoll backend skips it.
+namespace sys {
+inline ssize_t recv(int fd, void* buf, std::size_t len, int flags) {
+  return ::syscall(SYS_recvfrom, fd, buf, len, flags, nullptr, nullptr);
+}
+inline ssize_t send(int fd, const void* buf, std::size_t len, int flags) {
+  return ::syscall(SYS_sendto, fd, buf, len, flags, nullptr, 0);
+}
+inline ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
+  return ::syscall(SYS_sendmsg, fd, msg, flags);
+}
+inline int epoll_pwait2(int epfd, epoll_event* events, int max, const timespec* timeout) {
+  return static_cast<int>(
+      ::syscall(SYS_epoll_pwait2, epfd, events, max, timeout, nullptr, std::size_t{8}));
+}
+inline int epoll_wait(int epfd, epoll_event* events, int max, int timeout_ms) {
+  return static_cast<int>(::syscall(SYS_epoll_wait, epfd, events, max, timeout_ms));
+}
+}  // namespace sys
 
 constexpr uint64_t kListenerTag = uint64_t{1} << 63;
 constexpr uint64_t kEventTag = uint64_t{1} << 62;
@@ -107,9 +135,10 @@ class EpollBackend final : public Backend {
     // One buffer (the common case: an echo, a small reply) goes by send(): no msghdr and iovec
     // to copy in and check, which is most of what sendmsg costs beyond it.
     int fd = static_cast<int>(id);
-    ssize_t n = msg->msg_iovlen == 1 ? ::send(fd, msg->msg_iov[0].iov_base, msg->msg_iov[0].iov_len,
-                                              MSG_NOSIGNAL | MSG_DONTWAIT)
-                                     : ::sendmsg(fd, msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = msg->msg_iovlen == 1
+                    ? sys::send(fd, msg->msg_iov[0].iov_base, msg->msg_iov[0].iov_len,
+                                MSG_NOSIGNAL | MSG_DONTWAIT)
+                    : sys::sendmsg(fd, msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       shard_.record(id).io |= io::kWaitWrite;
       pending_send_[id] = msg;
@@ -228,12 +257,12 @@ class EpollBackend final : public Backend {
     }
     int n;
     if (use_pwait2_) {
-      n = ::epoll_pwait2(epfd_, events_.data(), static_cast<int>(events_.size()), tsp, nullptr);
+      n = sys::epoll_pwait2(epfd_, events_.data(), static_cast<int>(events_.size()), tsp);
       if (n < 0 && errno == ENOSYS) use_pwait2_ = false;
     }
     if (!use_pwait2_) {
       int ms = timeout_ns < 0 ? -1 : static_cast<int>((timeout_ns + 999'999) / 1'000'000);
-      n = ::epoll_wait(epfd_, events_.data(), static_cast<int>(events_.size()), ms);
+      n = sys::epoll_wait(epfd_, events_.data(), static_cast<int>(events_.size()), ms);
     }
     return n < 0 ? 0 : n;
   }
@@ -288,6 +317,7 @@ class EpollBackend final : public Backend {
       r.io &= ~io::kInReady;
       if ((r.flags & flag::kOpen) == 0) continue;
       read_some(id);
+      if ((shard_.record(id).flags & flag::kOpen) != 0) shard_.flush_early(id);
     }
   }
 
@@ -307,7 +337,7 @@ class EpollBackend final : public Backend {
         shard_.on_buffer_starved();
         return;
       }
-      ssize_t n = ::recv(fd, pool.address(chunk), pool.chunk_size(), 0);
+      ssize_t n = sys::recv(fd, pool.address(chunk), pool.chunk_size(), 0);
       if (n > 0) {
         // A short read drained the socket; after a hangup, read on to see the end of stream.
         if (static_cast<std::size_t>(n) < pool.chunk_size() && (r.io & io::kHangup) == 0) {

@@ -519,10 +519,19 @@ void ShardImpl::flush() {
   // Indexed: flushing can mark more connections dirty (epoll reports sends at once).
   for (std::size_t i = 0; i < dirty_.size(); ++i) {
     uint32_t id = dirty_[i];
-    records_[id].flags &= ~flag::kDirty;
+    Record& r = records_[id];
+    if ((r.flags & flag::kDirty) == 0) continue;  // flush_early sent it already
+    r.flags &= ~flag::kDirty;
     flush_one(id);
   }
   dirty_.clear();
+}
+
+void ShardImpl::flush_early(uint32_t id) {
+  Record& r = records_[id];
+  if ((r.flags & flag::kDirty) == 0) return;
+  r.flags &= ~flag::kDirty;  // its entry in dirty_ is skipped, or serves a later mark
+  flush_one(id);
 }
 
 void ShardImpl::flush_one(uint32_t id) {

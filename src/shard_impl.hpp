@@ -127,6 +127,11 @@ class ShardImpl final : public Shard {
   // the shard has then asked the backend to close it.
   bool on_accepted(uint32_t id, uint16_t listener);
   void on_received(uint32_t id, uint32_t chunk, uint32_t len);
+  // The backend has delivered what it read from id this turn: send what the handler wrote now
+  // rather than at the end of the turn (epoll, where each send is its own system call anyway:
+  // the reply leaves while the chunk it came from is still warm in cache, and the peer is
+  // answered while the loop reads the others).
+  void flush_early(uint32_t id);
   // The receive stream ended: 0 at end of stream, or -errno.
   void on_receive_end(uint32_t id, int result);
   void on_sent(uint32_t id, int result);
