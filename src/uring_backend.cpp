@@ -33,6 +33,10 @@
 // - Completion queues are four times the submission queues and overflow is flushed, not lost
 //   (IORING_FEAT_NODROP): the loop reaps until the ring has no deferred work or overflow left.
 #include <liburing.h>
+
+#ifndef IORING_ACCEPT_DONTWAIT
+#define IORING_ACCEPT_DONTWAIT (1U << 1)  // Linux 6.10: complete with -EAGAIN, never wait
+#endif
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/mman.h>
@@ -465,7 +469,7 @@ class UringBackend final : public Backend {
   void sweep_rings() {
     // A connection can also wait in a listener's backlog unseen, when its (exclusive) wakeup
     // went to an accept being cancelled as the listener moved to the next ring: a plain accept
-    // takes it, or stays in flight for the next connection.
+    // takes it (see accept_once).
     for (std::size_t i = 0; i < listeners_.size(); ++i) accept_once(static_cast<uint16_t>(i));
     for (std::size_t k = 1; k < rings_.size(); ++k) {
       Ring& r = *rings_[k];
@@ -605,14 +609,26 @@ class UringBackend final : public Backend {
     if (r == nullptr) return;
     io_uring_sqe* sqe = get_sqe(*r);
     io_uring_prep_accept_direct(sqe, l.fd, nullptr, nullptr, 0, IORING_FILE_INDEX_ALLOC - 1);
+    // Take what is in the backlog now and never wait: a plain accept that waits is one more
+    // exclusive waiter, and a connection whose wakeup went elsewhere (to an accept being
+    // cancelled) would sit in the backlog behind it, unseen by the sweep, which only issues a
+    // plain accept when none is in flight. Kernels before 6.10 refuse the flag (EINVAL): then
+    // the accept waits for the next connection, as before.
+    if (accept_dontwait_) sqe->ioprio |= IORING_ACCEPT_DONTWAIT;
     sqe->user_data = pack(kOpAcceptOnce, r->index, index);
     l.once_pending = true;
   }
 
   void on_accept_once(uint32_t ring_index, uint16_t index, int res) {
     listeners_[index].once_pending = false;
-    if (res < 0) return;  // the listener closed, or it failed: the multishot accept reports
+    if (res == -EINVAL && accept_dontwait_) {
+      accept_dontwait_ = false;
+      accept_once(index);
+      return;
+    }
+    if (res < 0) return;  // empty backlog (EAGAIN), the listener closed, or a failure
     adopt_accepted(*rings_[ring_index], res, index);
+    if (accept_dontwait_) accept_once(index);  // until the backlog is empty
   }
 
   // A connection accepted into the ring's direct-descriptor slot: a fresh record, counted.
@@ -929,8 +945,8 @@ class UringBackend final : public Backend {
       // The accept this listener moved away from is gone. The kernel wakes one accept per
       // incoming connection (accept polls are exclusive), and the wakeup may have gone to the
       // request being cancelled: that connection would wait in the backlog, unseen by the new
-      // accept, until another arrives. One plain accept on the current ring takes it (or the
-      // next one), so none is left behind.
+      // accept, until another arrives. Plain accepts on the current ring take what the backlog
+      // holds (see accept_once), so none is left behind.
       accept_once(index);
       return;
     }
@@ -1006,9 +1022,10 @@ class UringBackend final : public Backend {
   std::vector<Listener> listeners_;
   // Connect addresses: by token until the socket exists, then by (id | kPendingConnect).
   std::unordered_map<uint32_t, Address> connect_to_;
-  uint32_t starving_ = 0;      // rings with connections waiting for chunks
-  bool more_starved_ = false;  // refill left starved connections on rings that have chunks
-  std::vector<Ring*> hot_;     // rings other than 0 looked at every busy turn
+  bool accept_dontwait_ = true;  // IORING_ACCEPT_DONTWAIT works (see accept_once)
+  uint32_t starving_ = 0;        // rings with connections waiting for chunks
+  bool more_starved_ = false;    // refill left starved connections on rings that have chunks
+  std::vector<Ring*> hot_;       // rings other than 0 looked at every busy turn
   uint32_t turns_since_scan_ = 0;
   bool scan_cold_ = false;  // the eventfd fired: look at the cold rings
   std::vector<Ring*> to_publish_;
