@@ -627,8 +627,10 @@ class UringBackend final : public Backend {
       return;
     }
     if (res < 0) return;  // empty backlog (EAGAIN), the listener closed, or a failure
+    // One, not a loop until the backlog is empty: chained plain accepts would race the
+    // multishot accept through a burst of connects and spread the new connections over two
+    // rings, whose buffer shares then starve each other. What one leaves, the sweep takes.
     adopt_accepted(*rings_[ring_index], res, index);
-    if (accept_dontwait_) accept_once(index);  // until the backlog is empty
   }
 
   // A connection accepted into the ring's direct-descriptor slot: a fresh record, counted.
