@@ -33,10 +33,6 @@
 // - Completion queues are four times the submission queues and overflow is flushed, not lost
 //   (IORING_FEAT_NODROP): the loop reaps until the ring has no deferred work or overflow left.
 #include <liburing.h>
-
-#ifndef IORING_ACCEPT_DONTWAIT
-#define IORING_ACCEPT_DONTWAIT (1U << 1)  // Linux 6.10: complete with -EAGAIN, never wait
-#endif
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/mman.h>
@@ -59,6 +55,10 @@
 
 #include "backend.hpp"
 #include "shard_impl.hpp"
+
+#ifndef IORING_ACCEPT_DONTWAIT
+#define IORING_ACCEPT_DONTWAIT (1U << 1)  // Linux 6.10: complete with -EAGAIN, never wait
+#endif
 
 namespace myriad::detail {
 namespace {
@@ -947,8 +947,8 @@ class UringBackend final : public Backend {
       // The accept this listener moved away from is gone. The kernel wakes one accept per
       // incoming connection (accept polls are exclusive), and the wakeup may have gone to the
       // request being cancelled: that connection would wait in the backlog, unseen by the new
-      // accept, until another arrives. Plain accepts on the current ring take what the backlog
-      // holds (see accept_once), so none is left behind.
+      // accept, until another arrives. A plain accept on the current ring takes it (see
+      // accept_once); should the backlog hold more, the sweep of a quiet shard takes the rest.
       accept_once(index);
       return;
     }
