@@ -173,25 +173,32 @@ Address Runtime::listen(const Address& at,
   });
 }
 
-void Runtime::start() {
-  RuntimeImpl& impl = *impl_;
-  if (impl.started.exchange(true)) throw std::logic_error("Runtime::start called twice");
-  std::vector<std::promise<void>> ready(impl.shard_count);
+namespace {
+// Starts shards [first, shard_count) on threads of their own and returns one future per shard
+// started, ready once it serves (or holding why it could not set up).
+std::vector<std::future<void>> start_threads(RuntimeImpl& impl, unsigned first) {
   std::vector<std::future<void>> done;
-  for (auto& p : ready) done.push_back(p.get_future());
-  impl.running_shards.store(impl.shard_count);
-  for (unsigned i = 0; i < impl.shard_count; ++i) {
-    impl.threads.emplace_back([&impl, i, promise = &ready[i]] {
-      impl.shards[i]->run([promise](std::exception_ptr error) {
-        if (error) {
-          promise->set_exception(error);
-        } else {
-          promise->set_value();
-        }
-      });
+  for (unsigned i = first; i < impl.shard_count; ++i) {
+    auto ready = std::make_shared<std::promise<void>>();
+    done.push_back(ready->get_future());
+    impl.threads.emplace_back([&impl, i, ready] {
+      impl.shards[i]->run(
+          [&ready](std::exception_ptr error) {
+            if (error) {
+              ready->set_exception(error);
+            } else {
+              ready->set_value();
+            }
+          },
+          true);
       impl.running_shards.fetch_sub(1);
     });
   }
+  return done;
+}
+
+// The first error among the shards' start-ups, after waiting for all of them.
+std::exception_ptr first_error(std::vector<std::future<void>>& done) {
   std::exception_ptr first;
   for (auto& f : done) {
     try {
@@ -200,11 +207,47 @@ void Runtime::start() {
       if (!first) first = std::current_exception();
     }
   }
-  if (first) {
+  return first;
+}
+}  // namespace
+
+void Runtime::start() {
+  RuntimeImpl& impl = *impl_;
+  if (impl.started.exchange(true)) throw std::logic_error("Runtime::start called twice");
+  impl.running_shards.store(impl.shard_count);
+  std::vector<std::future<void>> done = start_threads(impl, 0);
+  if (std::exception_ptr error = first_error(done)) {
     stop();
     wait();
-    std::rethrow_exception(first);
+    std::rethrow_exception(error);
   }
+}
+
+void Runtime::run(const std::function<void()>& on_started) {
+  RuntimeImpl& impl = *impl_;
+  if (impl.started.exchange(true)) throw std::logic_error("Runtime::run called after start()");
+  impl.running_shards.store(impl.shard_count);
+  std::vector<std::future<void>> done = start_threads(impl, 1);
+  std::exception_ptr error;
+  impl.shards[0]->run(
+      [&](std::exception_ptr own) {
+        error = own;
+        std::exception_ptr others = first_error(done);
+        if (!error) error = others;
+        if (!error && on_started) {
+          try {
+            on_started();
+          } catch (...) {
+            error = std::current_exception();
+          }
+        }
+        if (error) stop();  // shard 0, if it set up, sees it at its first turn
+      },
+      false);
+  impl.running_shards.fetch_sub(1);
+  if (error) stop();
+  wait();
+  if (error) std::rethrow_exception(error);
 }
 
 void Runtime::stop() {

@@ -68,10 +68,12 @@ std::string ShardImpl::backend_description() const {
 // ---------------------------------------------------------------------------------------------
 // The loop
 
-void ShardImpl::run(std::function<void(std::exception_ptr)> ready) {
+void ShardImpl::run(std::function<void(std::exception_ptr)> ready, bool own_thread) {
   tls_shard = this;
-  std::string name = "myriad-shard-" + std::to_string(index_);
-  pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+  if (own_thread) {
+    std::string name = "myriad-shard-" + std::to_string(index_);
+    pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+  }
   try {
     if (config_.first_cpu >= 0) {
       long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);

@@ -105,9 +105,10 @@ class ShardImpl final : public Shard {
   ShardImpl(RuntimeImpl& runtime, unsigned index, std::byte* pool, uint32_t chunks);
   ~ShardImpl();
 
-  // The thread body. Signals `ready` once the backend is up (or failed), then loops until the
-  // runtime stops and the drain is done.
-  void run(std::function<void(std::exception_ptr)> ready);
+  // The shard's loop, on the calling thread. Calls ready(nullptr) once the backend is up and
+  // loops until the runtime stops and the drain is done, or calls ready(why) and returns.
+  // own_thread: the runtime made this thread, and names it after the shard.
+  void run(std::function<void(std::exception_ptr)> ready, bool own_thread);
   void add_listener(Listener listener) { listeners_.push_back(std::move(listener)); }
   // Thread-safe: begin graceful shutdown.
   void request_stop();

@@ -2,14 +2,19 @@
 //
 // Uses only the public API. SIGINT or SIGTERM starts a graceful shutdown: stop accepting, let
 // queued output drain for --drain-timeout, close everything, print the counters, exit 0.
+// Shard 0 runs on the main thread (Runtime::run), so one shard and no workers make a process of
+// one thread.
 #include <myriad/myriad.hpp>
 
 #include <signal.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -46,6 +51,23 @@ myriad::Task echo_session(myriad::Stream& s) {
   while (myriad::Chunk data = co_await s.receive()) {
     if (!co_await s.send(std::move(data))) break;
   }
+}
+
+// What the signal handler may touch: the runtime (Runtime::stop is async-signal-safe) and the
+// line it writes, formatted before the signal can come.
+std::atomic<myriad::Runtime*> g_runtime{nullptr};
+std::string g_draining[2];  // for SIGINT, SIGTERM
+
+void on_signal(int sig) {
+  const std::string& line = g_draining[sig == SIGINT ? 0 : 1];
+  ssize_t n = ::write(STDOUT_FILENO, line.data(), line.size());
+  (void)n;
+  if (myriad::Runtime* runtime = g_runtime.load()) runtime->stop();
+}
+
+void print_counters(const char* what, const myriad::Runtime& runtime) {
+  std::printf("myriad-server: %s %s\n", what, runtime.counters().to_string().c_str());
+  std::fflush(stdout);
 }
 
 [[noreturn]] void usage_error(const std::string& message) {
@@ -115,13 +137,12 @@ int main(int argc, char** argv) {
     usage_error(e.what());
   }
 
-  // Shards inherit this mask: only the main thread takes the signals, with sigwait.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+  for (int sig : {SIGINT, SIGTERM}) {
+    g_draining[sig == SIGINT ? 0 : 1] = std::string("myriad-server: ") + strsignal(sig) +
+                                        ", draining (up to " +
+                                        myriad::format_duration(config.drain_timeout) + ")\n";
+  }
 
   Echo echo;
   myriad::CoroutineHandler echo_coroutines(echo_session);
@@ -131,43 +152,38 @@ int main(int argc, char** argv) {
   try {
     myriad::Runtime runtime(config);
     myriad::Address bound = runtime.listen(myriad::Address::parse(listen), handler);
-    runtime.start();
-    myriad::BackendInfo info = runtime.backend();
-    std::printf(
-        "myriad-server: %s%s on %s | %u shards | %s (%s) | capacity %zu connections | pool %s in "
-        "%s chunks\n",
-        protocol.c_str(), coroutines ? " (coroutines)" : "", bound.to_string().c_str(), info.shards,
-        info.name.c_str(), info.features.c_str(), info.capacity,
-        myriad::format_size(config.buffer_pool_bytes).c_str(),
-        myriad::format_size(config.buffer_size).c_str());
-    if (info.reason != "available" && info.reason != "chosen by configuration") {
-      std::printf("myriad-server: backend %s: %s\n", info.name.c_str(), info.reason.c_str());
-    }
-    std::fflush(stdout);
+    g_runtime.store(&runtime);
+    struct sigaction action {};
+    action.sa_handler = on_signal;
+    sigemptyset(&action.sa_mask);
+    ::sigaction(SIGINT, &action, nullptr);
+    ::sigaction(SIGTERM, &action, nullptr);
 
-    int sig = 0;
-    for (;;) {
-      if (stats.count() > 0) {
-        timespec ts{static_cast<time_t>(stats.count() / 1'000'000'000),
-                    static_cast<long>(stats.count() % 1'000'000'000)};
-        sig = sigtimedwait(&signals, nullptr, &ts);
-        if (sig < 0) {
-          std::printf("myriad-server: stats %s\n", runtime.counters().to_string().c_str());
-          std::fflush(stdout);
-          continue;
-        }
-      } else if (sigwait(&signals, &sig) != 0) {
-        continue;
+    // Runs on shard 0 (the main thread) every `stats`.
+    std::function<void()> print_stats = [&] {
+      print_counters("stats", runtime);
+      myriad::Shard::current()->after(stats, print_stats);
+    };
+    runtime.run([&] {
+      myriad::BackendInfo info = runtime.backend();
+      std::printf(
+          "myriad-server: %s%s on %s | %u shards | %s (%s) | capacity %zu connections | pool %s "
+          "in %s chunks\n",
+          protocol.c_str(), coroutines ? " (coroutines)" : "", bound.to_string().c_str(),
+          info.shards, info.name.c_str(), info.features.c_str(), info.capacity,
+          myriad::format_size(config.buffer_pool_bytes).c_str(),
+          myriad::format_size(config.buffer_size).c_str());
+      if (info.reason != "available" && info.reason != "chosen by configuration") {
+        std::printf("myriad-server: backend %s: %s\n", info.name.c_str(), info.reason.c_str());
       }
-      break;
-    }
-    std::printf("myriad-server: %s, draining (up to %s)\n", strsignal(sig),
-                myriad::format_duration(config.drain_timeout).c_str());
-    std::fflush(stdout);
-    runtime.stop();
-    runtime.wait();
-    std::printf("myriad-server: stopped: %s\n", runtime.counters().to_string().c_str());
-    std::fflush(stdout);
+      std::fflush(stdout);
+      if (stats.count() > 0) myriad::Shard::current()->after(stats, print_stats);
+    });
+    // Back to the default actions before the runtime goes.
+    ::signal(SIGINT, SIG_DFL);
+    ::signal(SIGTERM, SIG_DFL);
+    g_runtime.store(nullptr);
+    print_counters("stopped:", runtime);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "myriad-server: %s\n", e.what());
     return 1;

@@ -27,8 +27,9 @@ struct BackendInfo {
 };
 
 // Lifecycle: construct (chooses the backend: throws std::runtime_error if a forced backend is
-// unavailable), listen(), start(), then stop() from any thread (or a signal-handling thread)
-// and wait(). The destructor stops and waits. Not copyable or movable.
+// unavailable), listen(), then either start() ... stop() and wait(), or run() on a thread of
+// yours until stop(). stop() may come from any thread or a signal handler. The destructor stops
+// and waits. Not copyable or movable.
 class Runtime {
  public:
   explicit Runtime(Config config = {});
@@ -46,8 +47,17 @@ class Runtime {
 
   // Starts the shard threads. Throws if a shard cannot set up its backend.
   void start();
-  // Thread-safe. Graceful shutdown: stop accepting, stop receiving, let queued output drain
-  // for up to Config::drain_timeout, then close every connection (on_close: kShutdown).
+  // Instead of start() and wait(): runs shard 0 on the calling thread (the others on threads of
+  // their own) and returns once every shard has finished, after stop(). One shard and no workers
+  // leave the process a single thread, and the kernel then skips the file reference count that
+  // every socket call takes in a multi-threaded process. on_started, if given, runs on the
+  // calling thread as shard 0 (Shard::current()) once every shard serves: the place to print a
+  // start-up line or set a timer. Throws what start() throws, or what on_started throws (after
+  // shutting down).
+  void run(const std::function<void()>& on_started = {});
+  // Thread-safe and async-signal-safe. Graceful shutdown: stop accepting, stop receiving, let
+  // queued output drain for up to Config::drain_timeout, then close every connection (on_close:
+  // kShutdown).
   void stop();
   // Blocks until every shard has finished.
   void wait();

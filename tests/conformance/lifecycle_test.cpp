@@ -7,7 +7,9 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include "client.hpp"
 
@@ -205,6 +207,53 @@ TEST_P(LifecycleTest, ShutdownPastTheDeadlineClosesEverything) {
   server.stop();  // returns although the client never reads: the deadline closes it
   EXPECT_EQ(server.counters().open, 0u);
   EXPECT_TRUE(never_reads.closed_by_peer());
+}
+
+TEST_P(LifecycleTest, RunServesOnTheCallingThreadUntilStopped) {
+  Recorder rec;
+  myriad::Runtime runtime(config());  // two shards: shard 0 here, shard 1 on its own thread
+  myriad::Address at = runtime.listen(myriad::Address::parse("127.0.0.1:0"), rec);
+  std::atomic<bool> started{false}, timer_fired{false}, returned{false};
+  std::thread::id started_on;
+  int started_as = -1;
+  std::thread caller([&] {
+    runtime.run([&] {
+      started_on = std::this_thread::get_id();
+      started_as = static_cast<int>(myriad::Shard::current()->index());
+      myriad::Shard::current()->after(10ms, [&] { timer_fired = true; });
+      started = true;
+    });
+    returned = true;
+  });
+  ASSERT_TRUE(test::eventually([&] { return started.load(); }));
+  EXPECT_EQ(started_on, caller.get_id()) << "on_started must run on the thread that called run()";
+  EXPECT_EQ(started_as, 0);
+  std::vector<test::Socket> clients;
+  for (int i = 0; i < 8; ++i) {  // SO_REUSEPORT spreads them: both shards serve
+    clients.push_back(test::Socket::connect_to(at));
+    std::string msg = "hello " + std::to_string(i);
+    ASSERT_TRUE(clients.back().send_all(msg));
+    EXPECT_EQ(clients.back().read_n(msg.size()), msg);
+  }
+  EXPECT_TRUE(test::eventually([&] { return timer_fired.load(); })) << "shard 0's timers must run";
+  std::this_thread::sleep_for(50ms);
+  EXPECT_FALSE(returned.load()) << "run() returned before stop()";
+  runtime.stop();
+  caller.join();
+  EXPECT_FALSE(runtime.running());
+  for (auto& c : clients) EXPECT_TRUE(c.closed_by_peer());
+  EXPECT_EQ(runtime.counters().closed_shutdown, 8u);
+  EXPECT_EQ(runtime.counters().open, 0u);
+}
+
+TEST_P(LifecycleTest, RunRethrowsWhatOnStartedThrowsAfterShuttingDown) {
+  Recorder rec;
+  myriad::Runtime runtime(config());
+  runtime.listen(myriad::Address::parse("127.0.0.1:0"), rec);
+  EXPECT_THROW(runtime.run([] { throw std::runtime_error("on_started failed"); }),
+               std::runtime_error);
+  EXPECT_FALSE(runtime.running()) << "every shard must have finished when run() throws";
+  EXPECT_THROW(runtime.start(), std::logic_error) << "a runtime runs once";
 }
 
 MYRIAD_CONFORMANCE_SUITE(LifecycleTest);

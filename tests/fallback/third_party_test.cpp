@@ -6,7 +6,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "client.hpp"
 #include "process.hpp"
@@ -89,6 +91,34 @@ TEST(ThirdParty, EpollPastTheDescriptorLimitClosesTheExcessAndKeepsServing) {
   std::size_t stats = server.out().rfind("stopped: ");
   ASSERT_NE(stats, std::string::npos);
   EXPECT_GT(test::field(server.out().substr(stats), "accept_errors"), 0);
+}
+
+TEST(ServerProcess, OneShardIsOneThreadAndStopsGracefullyOnSigint) {
+  // Runtime::run() keeps shard 0 on the main thread: one shard and no workers, one thread.
+  test::Process server({MYRIAD_SERVER_BIN, "--listen", "127.0.0.1:0", "--shards", "1", "--backend",
+                        "epoll", "--stats", "100ms"});
+  std::string at = listen_address(server);
+  ASSERT_FALSE(at.empty()) << server.err();
+  std::size_t threads = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(server.pid()) + "/task")) {
+    (void)entry;
+    ++threads;
+  }
+  EXPECT_EQ(threads, 1u);
+  test::Socket client = test::Socket::connect_to(myriad::Address::parse(at));
+  ASSERT_TRUE(client.send_all("ping"));
+  EXPECT_EQ(client.read_n(4), "ping");
+  std::this_thread::sleep_for(300ms);  // a few stats lines from shard 0's timer
+  server.signal(SIGINT);
+  EXPECT_TRUE(client.closed_by_peer()) << "the open connection must be closed by the shutdown";
+  EXPECT_EQ(server.wait(), 0) << server.err();
+  const std::string& out = server.out();
+  EXPECT_NE(out.find("myriad-server: stats accepted=1"), std::string::npos) << out;
+  EXPECT_NE(out.find("Interrupt, draining"), std::string::npos) << out;
+  std::size_t stopped = out.rfind("stopped: ");
+  ASSERT_NE(stopped, std::string::npos) << out;
+  EXPECT_EQ(test::field(out.substr(stopped), "closed_shutdown"), 1);
 }
 
 }  // namespace
