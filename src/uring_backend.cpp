@@ -26,7 +26,9 @@
 //   of it, or to the shard's free list when that ring holds its share.
 // - ENOBUFS is flow control: the receive ended because the ring ran dry; the connection waits in
 //   its ring's starved queue and is re-armed, first come first served, as chunks come back. The
-//   ring's share grows while it starves and decays when it does not. The socket keeps the bytes.
+//   ring's share grows while it starves and decays when it does not (never below twice its
+//   largest burst, never above an equal part of the slice among the rings in use); chunks freed
+//   while several rings starve are dealt out to them in turn. The socket keeps the bytes.
 // - An operation owns its memory until its last completion: a record is not reused, and its
 //   output queue not freed, until every operation on it has completed (ops counter); closing is
 //   cancel-all-on-descriptor, wait for the completions, then close the direct descriptor.
@@ -155,6 +157,9 @@ struct Ring {
   uint32_t adds = 0;      // chunks added to the buffer ring but not yet published
   uint32_t share = 0;     // how many chunks this ring may hold
   bool starved_lately = false;
+  uint64_t taken_turn = 0;  // the loop turn `taken` counts
+  uint32_t taken = 0;       // chunks the kernel took from this ring in that turn
+  uint32_t peak_taken = 0;  // the most in one turn since the last decay
   std::deque<uint32_t> starved;
   bool hot = false;          // checked every turn, eventfd signalling off (rings > 0)
   uint32_t quiet_turns = 0;  // busy turns in a row with nothing to do
@@ -393,6 +398,7 @@ class UringBackend final : public Backend {
     if (quiet) drop_quiet();
     refill();
     decay_shares();
+    ++turns_;
   }
 
   void close_all() override {
@@ -728,32 +734,48 @@ class UringBackend final : public Backend {
   }
 
   // Gives starving rings chunks from the shard's free list and re-arms their starved
-  // connections, one per chunk provided, oldest first.
+  // connections, one per chunk provided, oldest first. The free list is dealt out a chunk to
+  // each starving ring in turn: filled in ring order, the first ring (its share grown by its
+  // own ENOBUFS) would take it all while the others starve, and two busy rings would take
+  // turns at an ENOBUFS storm.
   void refill() {
     more_starved_ = false;
     publish_all();
     if (starving_ == 0) return;
+    hungry_.clear();
     for (auto& owned : rings_) {
-      Ring& r = *owned;
-      if (r.starved.empty()) continue;
-      top_up(r);
-      if (r.provided == 0 && shard_.pool().free_count() == 0 && reclaim_for(r)) top_up(r);
-      uint32_t budget = r.provided;
-      while (budget > 0 && !r.starved.empty()) {
-        uint32_t id = r.starved.front();
-        r.starved.pop_front();
+      if (!owned->starved.empty()) hungry_.push_back(owned.get());
+    }
+    BufferPool& pool = shard_.pool();
+    for (bool gave = true; gave && pool.free_count() > 0;) {
+      gave = false;
+      for (Ring* r : hungry_) {
+        uint32_t chunk;
+        if (r->provided + r->adds < r->share && pool.take(chunk)) {
+          provide(*r, chunk);
+          gave = true;
+        }
+      }
+    }
+    for (Ring* r : hungry_) {
+      publish(*r);
+      if (r->provided == 0 && pool.free_count() == 0 && reclaim_for(*r)) top_up(*r);
+      uint32_t budget = r->provided;
+      while (budget > 0 && !r->starved.empty()) {
+        uint32_t id = r->starved.front();
+        r->starved.pop_front();
         Record& rec = shard_.record(id);
         if ((rec.io & io::kStarved) == 0) continue;
         rec.io &= ~io::kStarved;
         if ((rec.io & (io::kArmed | io::kClosing)) != 0 || !shard_.wants_receive(id)) continue;
-        arm_receive(r, id);
+        arm_receive(*r, id);
         --budget;
       }
       // One connection per chunk per turn, so a ring with few chunks does not turn a long
       // queue into a storm of ENOBUFS; the rest go next turn, without waiting for a completion
       // (the ones just armed may be idle and never complete).
-      if (!r.starved.empty() && r.provided > 0) more_starved_ = true;
-      if (r.starved.empty()) --starving_;
+      if (!r->starved.empty() && r->provided > 0) more_starved_ = true;
+      if (r->starved.empty()) --starving_;
     }
   }
 
@@ -793,15 +815,41 @@ class UringBackend final : public Backend {
     return true;
   }
 
+  // The most a ring may hold while `busy` rings take chunks: an equal part of the slice. Shares
+  // that could each grow to the whole slice let whichever busy ring was not starving at the
+  // moment take back every chunk as its reserve while the other starved, and the two took turns.
+  uint32_t share_cap() const {
+    uint32_t busy = std::max({1u, busy_rings_, busy_rings_before_});
+    return std::max(std::max(kMinRingShare, chunks_ / 16), chunks_ / busy);
+  }
+
+  // One more ring became busy: no ring keeps more than its part, from now on.
+  void clamp_shares() {
+    uint32_t cap = share_cap();
+    for (auto& r : rings_) r->share = std::min(r->share, cap);
+  }
+
+  // Once a second, a ring that did not starve gives up a quarter of its share, but not below
+  // twice the most chunks the kernel took from it in one loop turn (its bursts), and no ring
+  // keeps more than share_cap().
   void decay_shares() {
     if (rings_.size() < 2) return;
     auto now = std::chrono::steady_clock::now();
     if (now - last_decay_ < std::chrono::seconds(1)) return;
     last_decay_ = now;
+    busy_rings_before_ = busy_rings_;
+    busy_rings_ = 0;
     uint32_t floor = std::max(kMinRingShare, chunks_ / 16);
+    uint32_t cap = share_cap();
     for (auto& r : rings_) {
-      if (!r->starved_lately) r->share = std::max(floor, r->share - r->share / 4);
+      uint32_t keep = std::min(cap, std::max(floor, 2 * r->peak_taken));
+      if (r->share > cap) {
+        r->share = cap;
+      } else if (!r->starved_lately && r->share > keep) {
+        r->share = std::max(keep, r->share - r->share / 4);
+      }
       r->starved_lately = false;
+      r->peak_taken = 0;
     }
   }
 
@@ -894,6 +942,12 @@ class UringBackend final : public Backend {
     if ((flags & IORING_CQE_F_BUFFER) != 0) {
       uint32_t chunk = flags >> IORING_CQE_BUFFER_SHIFT;
       --r.provided;
+      if (r.taken_turn != turns_) {
+        r.taken_turn = turns_;
+        r.taken = 0;
+        if (r.peak_taken == 0 && ++busy_rings_ > busy_rings_before_) clamp_shares();
+      }
+      r.peak_taken = std::max(r.peak_taken, ++r.taken);
       if (res > 0) {
         shard_.on_received(id, chunk, static_cast<uint32_t>(res));
       } else {
@@ -911,8 +965,9 @@ class UringBackend final : public Backend {
     if (res == -ENOBUFS) {
       shard_.on_buffer_starved();
       r.starved_lately = true;
-      r.share = std::min(
-          chunks_, std::max(r.share * 2, r.share + static_cast<uint32_t>(r.starved.size()) + 1));
+      r.share =
+          std::min(share_cap(),
+                   std::max(r.share * 2, r.share + static_cast<uint32_t>(r.starved.size()) + 1));
       if (shard_.wants_receive(id)) starve(r, id);
       return;
     }
@@ -1024,13 +1079,17 @@ class UringBackend final : public Backend {
   std::vector<Listener> listeners_;
   // Connect addresses: by token until the socket exists, then by (id | kPendingConnect).
   std::unordered_map<uint32_t, Address> connect_to_;
-  bool accept_dontwait_ = true;  // IORING_ACCEPT_DONTWAIT works (see accept_once)
-  uint32_t starving_ = 0;        // rings with connections waiting for chunks
-  bool more_starved_ = false;    // refill left starved connections on rings that have chunks
-  std::vector<Ring*> hot_;       // rings other than 0 looked at every busy turn
+  bool accept_dontwait_ = true;     // IORING_ACCEPT_DONTWAIT works (see accept_once)
+  uint64_t turns_ = 0;              // loop turns, for Ring::taken
+  uint32_t busy_rings_ = 0;         // rings the kernel took chunks from since the last decay
+  uint32_t busy_rings_before_ = 0;  // ... and in the second before
+  uint32_t starving_ = 0;           // rings with connections waiting for chunks
+  bool more_starved_ = false;       // refill left starved connections on rings that have chunks
+  std::vector<Ring*> hot_;          // rings other than 0 looked at every busy turn
   uint32_t turns_since_scan_ = 0;
   bool scan_cold_ = false;  // the eventfd fired: look at the cold rings
   std::vector<Ring*> to_publish_;
+  std::vector<Ring*> hungry_;  // refill's list of starving rings (kept to reuse its memory)
   uint64_t reclaims_ = 0;
   uint64_t event_value_ = 0;
   bool event_armed_ = false;
