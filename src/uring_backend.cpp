@@ -759,7 +759,13 @@ class UringBackend final : public Backend {
     }
     for (Ring* r : hungry_) {
       publish(*r);
-      if (r->provided == 0 && pool.free_count() == 0 && reclaim_for(*r)) top_up(*r);
+      // The free list is empty: a ring that has nothing takes back any quiet ring's chunks; one
+      // that has fewer than it has connections waiting takes back a quiet ring's hoard (chunks
+      // it was given above its present share, e.g. while it was the only ring).
+      if (pool.free_count() == 0 && ((r->provided == 0 && reclaim_for(*r, false)) ||
+                                     (r->provided < r->starved.size() && reclaim_for(*r, true)))) {
+        top_up(*r);
+      }
       uint32_t budget = r->provided;
       while (budget > 0 && !r->starved.empty()) {
         uint32_t id = r->starved.front();
@@ -780,15 +786,17 @@ class UringBackend final : public Backend {
   }
 
   // A ring starves while the shard's free list is empty: take back the chunks a quiet ring
-  // holds. Its buffer ring is unregistered, what the kernel had not consumed returns to the
-  // free list, and an empty ring is registered in its place; its connections, if data comes,
-  // see ENOBUFS and wait their turn like everyone else. Safe because with DEFER_TASKRUN the
-  // kernel picks buffers only inside our own io_uring_enter, and we hold every completion.
-  bool reclaim_for(const Ring& hungry) {
+  // holds (with over_share_only, only a ring holding more than its share). Its buffer ring is
+  // unregistered, what the kernel had not consumed returns to the free list, and an empty ring is
+  // registered in its place; its connections, if data comes, see ENOBUFS and wait their turn like
+  // everyone else. Safe because with DEFER_TASKRUN the kernel picks buffers only inside our own
+  // io_uring_enter, and we hold every completion.
+  bool reclaim_for(const Ring& hungry, bool over_share_only) {
     Ring* victim = nullptr;
     for (auto& owned : rings_) {
       Ring& r = *owned;
       if (&r == &hungry || !r.starved.empty() || r.provided + r.adds == 0) continue;
+      if (over_share_only && r.provided + r.adds <= r.share) continue;
       if (io_uring_cq_ready(&r.ring) > 0 || (sq_flags(r) & IORING_SQ_CQ_OVERFLOW) != 0) continue;
       if (victim == nullptr || r.provided > victim->provided) victim = &r;
     }
