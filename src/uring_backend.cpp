@@ -759,11 +759,13 @@ class UringBackend final : public Backend {
     }
     for (Ring* r : hungry_) {
       publish(*r);
-      // The free list is empty: a ring that has nothing takes back any quiet ring's chunks; one
-      // that has fewer than it has connections waiting takes back a quiet ring's hoard (chunks
-      // it was given above its present share, e.g. while it was the only ring).
-      if (pool.free_count() == 0 && ((r->provided == 0 && reclaim_for(*r, false)) ||
-                                     (r->provided < r->starved.size() && reclaim_for(*r, true)))) {
+      // The free list is empty: a ring that has nothing takes back any quiet ring's chunks, and
+      // any starving ring takes back a quiet ring's hoard (chunks it was given above its
+      // present share, e.g. while it was the only ring or busy). Waiting until the hungry ring
+      // had none at all was not enough: its own chunks kept coming back, so it was never dry
+      // when it looked, while idle rings sat on half the slice.
+      if (pool.free_count() == 0 &&
+          ((r->provided == 0 && reclaim_for(*r, false)) || reclaim_for(*r, true))) {
         top_up(*r);
       }
       uint32_t budget = r->provided;
