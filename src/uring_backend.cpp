@@ -83,6 +83,7 @@ constexpr unsigned kCqEntries = 4 * kSqEntries;
 // (accept_margin() in backend.hpp: 1,024, or a quarter of a small ring.)
 // Chunks a ring keeps provided when it is one of several and not busy.
 constexpr uint32_t kMinRingShare = 8;
+constexpr uint64_t kHoardScanTurns = 64;
 // Busy turns a hot ring may sit idle before it is no longer looked at every turn.
 constexpr uint32_t kQuietTurns = 64;
 // Busy turns between looks at every ring: a safety net only, since a cold ring signals the
@@ -765,7 +766,7 @@ class UringBackend final : public Backend {
       // had none at all was not enough: its own chunks kept coming back, so it was never dry
       // when it looked, while idle rings sat on half the slice.
       if (pool.free_count() == 0 &&
-          ((r->provided == 0 && reclaim_for(*r, false)) || reclaim_for(*r, true))) {
+          ((r->provided == 0 && reclaim_for(*r, false)) || reclaim_hoard_for(*r))) {
         top_up(*r);
       }
       uint32_t budget = r->provided;
@@ -793,6 +794,14 @@ class UringBackend final : public Backend {
   // registered in its place; its connections, if data comes, see ENOBUFS and wait their turn like
   // everyone else. Safe because with DEFER_TASKRUN the kernel picks buffers only inside our own
   // io_uring_enter, and we hold every completion.
+  // The search for a hoard walks every ring: with a million connections on 50 rings and a busy
+  // ring starving turn after turn, at most once every kHoardScanTurns turns.
+  bool reclaim_hoard_for(const Ring& hungry) {
+    if (turns_ - last_hoard_scan_ < kHoardScanTurns) return false;
+    last_hoard_scan_ = turns_;
+    return reclaim_for(hungry, true);
+  }
+
   bool reclaim_for(const Ring& hungry, bool over_share_only) {
     Ring* victim = nullptr;
     for (auto& owned : rings_) {
@@ -1089,8 +1098,9 @@ class UringBackend final : public Backend {
   std::vector<Listener> listeners_;
   // Connect addresses: by token until the socket exists, then by (id | kPendingConnect).
   std::unordered_map<uint32_t, Address> connect_to_;
-  bool accept_dontwait_ = true;     // IORING_ACCEPT_DONTWAIT works (see accept_once)
-  uint64_t turns_ = 0;              // loop turns, for Ring::taken
+  bool accept_dontwait_ = true;  // IORING_ACCEPT_DONTWAIT works (see accept_once)
+  uint64_t turns_ = 0;
+  uint64_t last_hoard_scan_ = 0;    // loop turns, for Ring::taken
   uint32_t busy_rings_ = 0;         // rings the kernel took chunks from since the last decay
   uint32_t busy_rings_before_ = 0;  // ... and in the second before
   uint32_t starving_ = 0;           // rings with connections waiting for chunks
