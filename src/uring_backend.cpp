@@ -83,7 +83,6 @@ constexpr unsigned kCqEntries = 4 * kSqEntries;
 // (accept_margin() in backend.hpp: 1,024, or a quarter of a small ring.)
 // Chunks a ring keeps provided when it is one of several and not busy.
 constexpr uint32_t kMinRingShare = 8;
-constexpr uint64_t kHoardScanTurns = 64;
 // Busy turns a hot ring may sit idle before it is no longer looked at every turn.
 constexpr uint32_t kQuietTurns = 64;
 // Busy turns between looks at every ring: a safety net only, since a cold ring signals the
@@ -760,15 +759,7 @@ class UringBackend final : public Backend {
     }
     for (Ring* r : hungry_) {
       publish(*r);
-      // The free list is empty: a ring that has nothing takes back any quiet ring's chunks, and
-      // any starving ring takes back a quiet ring's hoard (chunks it was given above its
-      // present share, e.g. while it was the only ring or busy). Waiting until the hungry ring
-      // had none at all was not enough: its own chunks kept coming back, so it was never dry
-      // when it looked, while idle rings sat on half the slice.
-      if (pool.free_count() == 0 &&
-          ((r->provided == 0 && reclaim_for(*r, false)) || reclaim_hoard_for(*r))) {
-        top_up(*r);
-      }
+      if (r->provided == 0 && pool.free_count() == 0 && reclaim_for(*r)) top_up(*r);
       uint32_t budget = r->provided;
       while (budget > 0 && !r->starved.empty()) {
         uint32_t id = r->starved.front();
@@ -789,25 +780,15 @@ class UringBackend final : public Backend {
   }
 
   // A ring starves while the shard's free list is empty: take back the chunks a quiet ring
-  // holds (with over_share_only, only a ring holding more than its share). Its buffer ring is
-  // unregistered, what the kernel had not consumed returns to the free list, and an empty ring is
-  // registered in its place; its connections, if data comes, see ENOBUFS and wait their turn like
-  // everyone else. Safe because with DEFER_TASKRUN the kernel picks buffers only inside our own
-  // io_uring_enter, and we hold every completion.
-  // The search for a hoard walks every ring: with a million connections on 50 rings and a busy
-  // ring starving turn after turn, at most once every kHoardScanTurns turns.
-  bool reclaim_hoard_for(const Ring& hungry) {
-    if (turns_ - last_hoard_scan_ < kHoardScanTurns) return false;
-    last_hoard_scan_ = turns_;
-    return reclaim_for(hungry, true);
-  }
-
-  bool reclaim_for(const Ring& hungry, bool over_share_only) {
+  // holds. Its buffer ring is unregistered, what the kernel had not consumed returns to the
+  // free list, and an empty ring is registered in its place; its connections, if data comes,
+  // see ENOBUFS and wait their turn like everyone else. Safe because with DEFER_TASKRUN the
+  // kernel picks buffers only inside our own io_uring_enter, and we hold every completion.
+  bool reclaim_for(const Ring& hungry) {
     Ring* victim = nullptr;
     for (auto& owned : rings_) {
       Ring& r = *owned;
       if (&r == &hungry || !r.starved.empty() || r.provided + r.adds == 0) continue;
-      if (over_share_only && r.provided + r.adds <= r.share) continue;
       if (io_uring_cq_ready(&r.ring) > 0 || (sq_flags(r) & IORING_SQ_CQ_OVERFLOW) != 0) continue;
       if (victim == nullptr || r.provided > victim->provided) victim = &r;
     }
@@ -1098,9 +1079,8 @@ class UringBackend final : public Backend {
   std::vector<Listener> listeners_;
   // Connect addresses: by token until the socket exists, then by (id | kPendingConnect).
   std::unordered_map<uint32_t, Address> connect_to_;
-  bool accept_dontwait_ = true;  // IORING_ACCEPT_DONTWAIT works (see accept_once)
-  uint64_t turns_ = 0;
-  uint64_t last_hoard_scan_ = 0;    // loop turns, for Ring::taken
+  bool accept_dontwait_ = true;     // IORING_ACCEPT_DONTWAIT works (see accept_once)
+  uint64_t turns_ = 0;              // loop turns, for Ring::taken
   uint32_t busy_rings_ = 0;         // rings the kernel took chunks from since the last decay
   uint32_t busy_rings_before_ = 0;  // ... and in the second before
   uint32_t starving_ = 0;           // rings with connections waiting for chunks
