@@ -241,11 +241,10 @@ void Runtime::run(const std::function<void()>& on_started) {
             error = std::current_exception();
           }
         }
-        if (error) stop();  // shard 0, if it set up, sees it at its first turn
+        if (error) stop();  // every shard; shard 0, if it set up, sees it at its first turn
       },
       false);
   impl.running_shards.fetch_sub(1);
-  if (error) stop();
   wait();
   if (error) std::rethrow_exception(error);
 }

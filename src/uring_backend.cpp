@@ -573,7 +573,7 @@ class UringBackend final : public Backend {
       heat(r);  // the shard is awake while it adds a ring: hot, not signalling (see the header)
     }
     // The first ring may hold the whole slice; later ones start small and grow on demand.
-    r.share = r.index == 0 ? chunks_ : std::min(chunks_, std::max(kMinRingShare, chunks_ / 16));
+    r.share = r.index == 0 ? chunks_ : std::min(chunks_, share_floor());
     if (r.index > 0 && rings_[0]->share == chunks_)
       rings_[0]->share = std::max(kMinRingShare, chunks_ / 2);
     top_up(r);
@@ -810,7 +810,7 @@ class UringBackend final : public Backend {
     if (rc < 0)
       throw std::runtime_error(std::string("io_uring re-register buffer ring: ") +
                                std::strerror(-rc));
-    victim->share = std::max(kMinRingShare, chunks_ / 16);
+    victim->share = share_floor();
     ++reclaims_;
     return true;
   }
@@ -820,8 +820,11 @@ class UringBackend final : public Backend {
   // moment take back every chunk as its reserve while the other starved, and the two took turns.
   uint32_t share_cap() const {
     uint32_t busy = std::max({1u, busy_rings_, busy_rings_before_});
-    return std::max(std::max(kMinRingShare, chunks_ / 16), chunks_ / busy);
+    return std::max(share_floor(), chunks_ / busy);
   }
+
+  // What a ring starts with (after ring 0), and the least decay leaves it.
+  uint32_t share_floor() const { return std::max(kMinRingShare, chunks_ / 16); }
 
   // One more ring became busy: no ring keeps more than its part, from now on.
   void clamp_shares() {
@@ -839,10 +842,9 @@ class UringBackend final : public Backend {
     last_decay_ = now;
     busy_rings_before_ = busy_rings_;
     busy_rings_ = 0;
-    uint32_t floor = std::max(kMinRingShare, chunks_ / 16);
     uint32_t cap = share_cap();
     for (auto& r : rings_) {
-      uint32_t keep = std::min(cap, std::max(floor, 2 * r->peak_taken));
+      uint32_t keep = std::min(cap, std::max(share_floor(), 2 * r->peak_taken));
       if (r->share > cap) {
         r->share = cap;
       } else if (!r->starved_lately && r->share > keep) {
