@@ -193,44 +193,51 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         Bad{"HeadOverLimit", "GET / HTTP/1.1\r\n" + kH + "X: " + std::string(300, 'a') + "\r\n\r\n",
             431},
-        Bad{"EndlessHeaders", "GET / HTTP/1.1\r\n" + kH + [] {
-              std::string s;
-              for (int i = 0; i < 40; ++i) s += "A" + std::to_string(i) + ": b\r\n";
-              return s;
-            }(),
+        Bad{"EndlessHeaders",
+            "GET / HTTP/1.1\r\n" + kH +
+                [] {
+                  std::string s;
+                  for (int i = 0; i < 40; ++i) s += "A" + std::to_string(i) + ": b\r\n";
+                  return s;
+                }(),
             431},
-        Bad{"TooManyHeaders", "GET / HTTP/1.1\r\n" + kH + "a: 1\r\nb: 1\r\nc: 1\r\nd: 1\r\n" +
-                                  "e: 1\r\nf: 1\r\ng: 1\r\nh: 1\r\n\r\n",
+        Bad{"TooManyHeaders",
+            "GET / HTTP/1.1\r\n" + kH + "a: 1\r\nb: 1\r\nc: 1\r\nd: 1\r\n" +
+                "e: 1\r\nf: 1\r\ng: 1\r\nh: 1\r\n\r\n",
             431},
-        Bad{"ContentLengthOverLimit", "POST / HTTP/1.1\r\n" + kH + "Content-Length: 65\r\n\r\n", 413},
-        Bad{"ChunkedOverLimit", "POST / HTTP/1.1\r\n" + kH +
-                                    "Transfer-Encoding: chunked\r\n\r\n20\r\n" +
-                                    std::string(32, 'x') + "\r\n21\r\n",
+        Bad{"ContentLengthOverLimit", "POST / HTTP/1.1\r\n" + kH + "Content-Length: 65\r\n\r\n",
             413},
-        Bad{"ChunkFramingOverLimit", "POST / HTTP/1.1\r\n" + kH +
-                                         "Transfer-Encoding: chunked\r\n\r\n" + [] {
-                                           std::string s;
-                                           for (int i = 0; i < 60; ++i) s += "1;e\r\nx\r\n";
-                                           return s;
-                                         }(),
+        Bad{"ChunkedOverLimit",
+            "POST / HTTP/1.1\r\n" + kH + "Transfer-Encoding: chunked\r\n\r\n20\r\n" +
+                std::string(32, 'x') + "\r\n21\r\n",
             413},
-        Bad{"ChunkSizeOverflow", "POST / HTTP/1.1\r\n" + kH +
-                                     "Transfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\n",
+        Bad{"ChunkFramingOverLimit",
+            "POST / HTTP/1.1\r\n" + kH + "Transfer-Encoding: chunked\r\n\r\n" +
+                [] {
+                  std::string s;
+                  for (int i = 0; i < 60; ++i) s += "1;e\r\nx\r\n";
+                  return s;
+                }(),
+            413},
+        Bad{"ChunkSizeOverflow",
+            "POST / HTTP/1.1\r\n" + kH + "Transfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\n",
             400},
-        Bad{"ChunkSizeHuge", "POST / HTTP/1.1\r\n" + kH +
-                                 "Transfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
+        Bad{"ChunkSizeHuge",
+            "POST / HTTP/1.1\r\n" + kH + "Transfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
             413},
-        Bad{"ChunkSizeNotHex", "POST / HTTP/1.1\r\n" + kH + "Transfer-Encoding: chunked\r\n\r\nzz\r\n",
-            400},
-        Bad{"ContentLengthAndChunked", "POST / HTTP/1.1\r\n" + kH +
-                                           "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
-                                           "0\r\n\r\n",
+        Bad{"ChunkSizeNotHex",
+            "POST / HTTP/1.1\r\n" + kH + "Transfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
+        Bad{"ContentLengthAndChunked",
+            "POST / HTTP/1.1\r\n" + kH +
+                "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+                "0\r\n\r\n",
             400},
         Bad{"TwoDifferentContentLengths",
             "POST / HTTP/1.1\r\n" + kH + "Content-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400},
         Bad{"TwoEqualContentLengths",
             "POST / HTTP/1.1\r\n" + kH + "Content-Length: 2\r\nContent-Length: 2\r\n\r\nab", 400},
-        Bad{"NegativeContentLength", "POST / HTTP/1.1\r\n" + kH + "Content-Length: -1\r\n\r\n", 400},
+        Bad{"NegativeContentLength", "POST / HTTP/1.1\r\n" + kH + "Content-Length: -1\r\n\r\n",
+            400},
         Bad{"TransferEncodingNotChunked",
             "POST / HTTP/1.1\r\n" + kH + "Transfer-Encoding: gzip\r\n\r\nab", 400},
         Bad{"BareLF", "GET / HTTP/1.1\n" + std::string("Host: h\n\n"), 400},
@@ -238,7 +245,11 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"ObsFold", "GET / HTTP/1.1\r\n" + kH + "X: a\r\n b\r\n\r\n", 400},
         Bad{"ObsFoldAfterEmptyValue", "GET / HTTP/1.1\r\n" + kH + "X:\r\n b\r\n\r\n", 400},
         Bad{"SpaceBeforeColon", "GET / HTTP/1.1\r\nHost : h\r\n\r\n", 400},
-        Bad{"ControlCharInValue", "GET / HTTP/1.1\r\n" + kH + "X: a\x01" "b\r\n\r\n", 400},
+        Bad{"ControlCharInValue",
+            "GET / HTTP/1.1\r\n" + kH +
+                "X: a\x01"
+                "b\r\n\r\n",
+            400},
         Bad{"NoHost", "GET / HTTP/1.1\r\nX: y\r\n\r\n", 400},
         Bad{"TwoHosts", "GET / HTTP/1.1\r\n" + kH + kH + "\r\n", 400},
         Bad{"Garbage", std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11), 400},
@@ -256,11 +267,12 @@ TEST(HttpDecoder, Http10WithoutHostIsFine) {
 }
 
 TEST(HttpDecoder, ContinueIsAskedForOnlyWhileTheBodyIsMissing) {
-  std::string head = "POST / HTTP/1.1\r\n" + kH + "Expect: 100-continue\r\nContent-Length: 4\r\n\r\n";
-  EXPECT_EQ(decode(head).continues, 1);                  // head alone: the client waits
-  EXPECT_EQ(decode(head + "body").continues, 0);         // the body came with it
-  EXPECT_EQ(decode(head, {10}).continues, 1);            // the head came in two pieces
-  EXPECT_EQ(decode(head + "bo", {10}).continues, 1);     // and a part of the body
+  std::string head =
+      "POST / HTTP/1.1\r\n" + kH + "Expect: 100-continue\r\nContent-Length: 4\r\n\r\n";
+  EXPECT_EQ(decode(head).continues, 1);               // head alone: the client waits
+  EXPECT_EQ(decode(head + "body").continues, 0);      // the body came with it
+  EXPECT_EQ(decode(head, {10}).continues, 1);         // the head came in two pieces
+  EXPECT_EQ(decode(head + "bo", {10}).continues, 1);  // and a part of the body
   Outcome done = decode(head + "body", {10, head.size()});
   EXPECT_EQ(done.continues, 1);
   ASSERT_EQ(done.requests.size(), 1u);

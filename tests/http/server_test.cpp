@@ -195,9 +195,9 @@ TEST_P(HttpServerTest, ARequestSentByteByByteIsReassembled) {
 
 TEST_P(HttpServerTest, ChunkedBodiesAreDecoded) {
   test::Socket s = connect();
-  ASSERT_TRUE(s.send_all(
-      "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-      "5\r\nhello\r\n1;name=value\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: 1\r\n\r\n"));
+  ASSERT_TRUE(
+      s.send_all("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 "5\r\nhello\r\n1;name=value\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: 1\r\n\r\n"));
   Reader r(s.fd());
   auto reply = r.next();
   ASSERT_TRUE(reply);
@@ -236,8 +236,9 @@ TEST_P(HttpServerTest, ConnectionCloseAndHttp10AreHonoured) {
   }
   {
     test::Socket s = connect();
-    ASSERT_TRUE(s.send_all("GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
-                           "GET /hello HTTP/1.0\r\n\r\n"));
+    ASSERT_TRUE(
+        s.send_all("GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                   "GET /hello HTTP/1.0\r\n\r\n"));
     Reader r(s.fd());
     auto first = r.next();
     ASSERT_TRUE(first);
@@ -251,8 +252,9 @@ TEST_P(HttpServerTest, ConnectionCloseAndHttp10AreHonoured) {
 
 TEST_P(HttpServerTest, ExpectContinueGetsA100BeforeTheBody) {
   test::Socket s = connect();
-  ASSERT_TRUE(s.send_all("POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
-                         "Content-Length: 4\r\n\r\n"));
+  ASSERT_TRUE(
+      s.send_all("POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+                 "Content-Length: 4\r\n\r\n"));
   Reader r(s.fd());
   auto interim = r.next();
   ASSERT_TRUE(interim);
@@ -263,9 +265,10 @@ TEST_P(HttpServerTest, ExpectContinueGetsA100BeforeTheBody) {
   EXPECT_EQ(reply->body, "data");
   EXPECT_EQ(stats().continues, 1u);
   // Over the limit: refused at once, without 100.
-  expect_refused("POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
-                 "Content-Length: 5000\r\n\r\n",
-                 413);
+  expect_refused(
+      "POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+      "Content-Length: 5000\r\n\r\n",
+      413);
 }
 
 TEST_P(HttpServerTest, EveryBadInputGetsItsStatusAndCounter) {
@@ -275,15 +278,18 @@ TEST_P(HttpServerTest, EveryBadInputGetsItsStatusAndCounter) {
   for (int i = 0; i < 30; ++i) many += "F" + std::to_string(i) + ": v\r\n";
   expect_refused(many + "\r\n", 431);
   expect_refused("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4097\r\n\r\n", 413);
-  expect_refused("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                 "1001\r\n",
-                 413);
-  expect_refused("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                 "ffffffffffffffffff\r\n",
-                 400);
-  expect_refused("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
-                 "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-                 400);
+  expect_refused(
+      "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "1001\r\n",
+      413);
+  expect_refused(
+      "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "ffffffffffffffffff\r\n",
+      400);
+  expect_refused(
+      "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+      400);
   expect_refused("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
                  400);
   expect_refused("GET / HTTP/1.1\nHost: t\n\n", 400);
@@ -401,8 +407,9 @@ TEST_P(HttpServerTest, ServerSentEventsArriveFormattedWithHeartbeats) {
 TEST_P(HttpServerTest, TheUpgradeHookHandsTheConnectionOver) {
   test::Socket s = connect();
   // The first bytes of the new protocol ride behind the request, in the same packet.
-  ASSERT_TRUE(s.send_all("GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n"
-                         "\r\nfirst bytes"));
+  ASSERT_TRUE(
+      s.send_all("GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n"
+                 "\r\nfirst bytes"));
   Reader r(s.fd());
   auto head = r.next(true);
   ASSERT_TRUE(head);
@@ -426,10 +433,11 @@ TEST_P(HttpServerTest, TheUpgradeHookHandsTheConnectionOver) {
 
 TEST_P(HttpServerTest, TheUpgradeHookMayRefuseOrPass) {
   test::Socket s = connect();
-  ASSERT_TRUE(s.send_all("GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: nope\r\n"
-                         "\r\n" +
-                         std::string("GET /hello HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\n"
-                                     "Upgrade: h2c\r\n\r\n")));
+  ASSERT_TRUE(
+      s.send_all("GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: nope\r\n"
+                 "\r\n" +
+                 std::string("GET /hello HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\n"
+                             "Upgrade: h2c\r\n\r\n")));
   Reader r(s.fd());
   auto refused = r.next();
   ASSERT_TRUE(refused);
