@@ -11,8 +11,8 @@
 //
 // Costs: an idle keep-alive connection holds nothing beyond the core's 32-byte record (its
 // Connection::user() is null). A request that does not arrive in one receive keeps its bytes in
-// the connection's spill buffer and a ~130-byte parse state (the parser's and a 408 timer), both
-// freed when it completes. A streaming response holds a ~100-byte state while it streams.
+// the connection's spill buffer, a 144-byte parse state and a 408 timer on the shard's wheel,
+// all freed when it completes. A streaming response holds a 136-byte state while it streams.
 // Requests complete in one receive are parsed in place (no copy); their views point into the
 // receive buffer and are valid only during the handler call.
 //
