@@ -81,6 +81,17 @@ bool Connection::outbound() const {
   return valid() && (shard_->record(id_).flags & flag::kOutbound) != 0;
 }
 
+std::size_t Connection::hash() const noexcept {
+  uint64_t shard = shard_ == nullptr ? 0xffff : shard_->shard_index();
+  uint64_t key = shard << 48 | uint64_t{id_} << 16 | gen_;
+  key ^= key >> 33;  // murmur3's 64-bit finaliser: a bijection
+  key *= 0xff51afd7ed558ccdULL;
+  key ^= key >> 33;
+  key *= 0xc4ceb9fe1a85ec53ULL;
+  key ^= key >> 33;
+  return static_cast<std::size_t>(key);
+}
+
 void* Connection::user() const {
   check_thread(shard_, id_, gen_, "user");
   return shard_ == nullptr ? nullptr : shard_->user_of(id_, gen_);

@@ -153,6 +153,9 @@ class Connection {
   friend struct std::hash<Connection>;
   Connection(ShardImpl* shard, uint32_t id, uint16_t gen) : shard_(shard), id_(id), gen_(gen) {}
   void offload_job(std::unique_ptr<detail::OffloadJob> job);
+  // (shard index, id, generation) packed without overlap, then mixed: distinct handles of one
+  // runtime never collide, and dense ids spread over the buckets.
+  std::size_t hash() const noexcept;
   detail::StateBox* state_box() const;
   // Takes box (nullptr: none); returns false, having destroyed it, if the connection is gone.
   bool adopt_state(detail::StateBox* box);
@@ -191,12 +194,5 @@ void Connection::offload(Work&& work, Done&& done) {
 // hash equal; a later connection reusing the slot is a different key.
 template <>
 struct std::hash<myriad::Connection> {
-  std::size_t operator()(const myriad::Connection& c) const noexcept {
-    auto shard = reinterpret_cast<std::uintptr_t>(c.shard_);
-    uint64_t key = (uint64_t{c.id_} << 16 | c.gen_) ^ (static_cast<uint64_t>(shard) << 13);
-    key ^= key >> 33;  // a 64-bit finaliser (murmur3's), so that dense ids spread over buckets
-    key *= 0xff51afd7ed558ccdULL;
-    key ^= key >> 33;
-    return static_cast<std::size_t>(key);
-  }
+  std::size_t operator()(const myriad::Connection& c) const noexcept { return c.hash(); }
 };
