@@ -176,6 +176,9 @@ TEST_P(LifecycleTest, GracefulShutdownDeliversAllPendingOutput) {
   }
   test::Socket idle = server.connect();
   ASSERT_TRUE(test::eventually([&] { return bulk.requests == 4; }));
+  // The idle connection must be accepted before shutdown, or it is reset from the backlog and
+  // never counted.
+  ASSERT_TRUE(test::eventually([&] { return server.counters().open == 5; }));
   ASSERT_GT(server.counters().queued_bytes, 0u)
       << "nothing was pending: the test would prove nothing";
   // Megabytes are still queued when shutdown starts; the clients read only now.
