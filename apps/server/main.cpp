@@ -1,4 +1,4 @@
-// myriad-server: a TCP server built on myriad. Its first protocol is echo.
+// myriad-server: a TCP server built on myriad. Protocols: echo, and topics (publish/subscribe).
 //
 // Uses only the public API. SIGINT or SIGTERM starts a graceful shutdown: stop accepting, let
 // queued output drain for --drain-timeout, close everything, print the counters, exit 0.
@@ -9,19 +9,23 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
+
+#include "topic_protocol.hpp"
 
 namespace {
 
 const char* kUsage = R"(usage: myriad-server [options]
-  --protocol echo           what to serve (echo: every byte back, in order)
+  --protocol echo|topics    what to serve (echo: every byte back, in order; topics: pub/sub)
   --coroutines              write the handler as a coroutine per connection (costs a frame each)
   --listen HOST:PORT        address to listen on (default 0.0.0.0:7000)
   --shards N                event-loop threads (default: online CPUs)
@@ -40,6 +44,7 @@ const char* kUsage = R"(usage: myriad-server [options]
   --stats DUR               print the counters every DUR
   --help                    this text
 )";
+const char* kUsageTopics = server::TopicOptions::usage();
 
 class Echo final : public myriad::Handler {
  public:
@@ -71,7 +76,7 @@ void print_counters(const char* what, const myriad::Runtime& runtime) {
 }
 
 [[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "myriad-server: %s\n%s", message.c_str(), kUsage);
+  std::fprintf(stderr, "myriad-server: %s\n%s%s", message.c_str(), kUsage, kUsageTopics);
   std::exit(2);
 }
 
@@ -84,6 +89,7 @@ int main(int argc, char** argv) {
   std::string protocol = "echo";
   myriad::Duration stats{0};
   bool coroutines = false;
+  server::TopicOptions topic_options;
   try {
     for (int i = 1; i < argc; ++i) {
       std::string_view arg = argv[i];
@@ -93,6 +99,7 @@ int main(int argc, char** argv) {
       };
       if (arg == "--help" || arg == "-h") {
         std::fputs(kUsage, stdout);
+        std::fputs(kUsageTopics, stdout);
         return 0;
       } else if (arg == "--protocol") {
         protocol = value();
@@ -128,11 +135,14 @@ int main(int argc, char** argv) {
         config.first_cpu = std::stoi(std::string(value()));
       } else if (arg == "--stats") {
         stats = myriad::parse_duration(value());
+      } else if (topic_options.parse(arg, value)) {
       } else {
         usage_error("unknown option " + std::string(arg));
       }
     }
-    if (protocol != "echo") usage_error("unknown protocol '" + protocol + "' (known: echo)");
+    if (protocol != "echo" && protocol != "topics")
+      usage_error("unknown protocol '" + protocol + "' (known: echo, topics)");
+    topic_options.pubsub.validate();
   } catch (const std::invalid_argument& e) {
     usage_error(e.what());
   }
@@ -146,12 +156,25 @@ int main(int argc, char** argv) {
 
   Echo echo;
   myriad::CoroutineHandler echo_coroutines(echo_session);
-  myriad::Handler& handler = coroutines ? static_cast<myriad::Handler&>(echo_coroutines) : echo;
+  server::TopicProtocol topics(topic_options.max_message);
+  myriad::Handler& handler = protocol == "topics" ? static_cast<myriad::Handler&>(topics)
+                             : coroutines         ? static_cast<myriad::Handler&>(echo_coroutines)
+                                                  : echo;
+  if (protocol == "topics") {
+    if (coroutines) usage_error("--coroutines goes with --protocol echo");
+    // A PUB waits whole in the spill buffer.
+    config.max_spill = std::max(config.max_spill, topic_options.max_message + 1024);
+  }
   if (coroutines && config.handlers_on_workers)
     usage_error("--coroutines cannot go with --handlers-on-workers");
   try {
     myriad::Runtime runtime(config);
     myriad::Address bound = runtime.listen(myriad::Address::parse(listen), handler);
+    std::unique_ptr<myriad::PubSub> pubsub;
+    if (protocol == "topics") {
+      pubsub = std::make_unique<myriad::PubSub>(runtime, topic_options.pubsub);
+      topics.attach(*pubsub);
+    }
     g_runtime.store(&runtime);
     struct sigaction action {};
     action.sa_handler = on_signal;
@@ -162,6 +185,7 @@ int main(int argc, char** argv) {
     // Runs on shard 0 (the main thread) every `stats`.
     std::function<void()> print_stats = [&] {
       print_counters("stats", runtime);
+      if (pubsub) std::printf("myriad-server: pubsub %s\n", pubsub->counters().to_string().c_str());
       myriad::Shard::current()->after(stats, print_stats);
     };
     runtime.run([&] {
@@ -184,6 +208,11 @@ int main(int argc, char** argv) {
     ::signal(SIGTERM, SIG_DFL);
     g_runtime.store(nullptr);
     print_counters("stopped:", runtime);
+    if (pubsub) {
+      std::printf("myriad-server: pubsub %s protocol_errors=%llu\n",
+                  pubsub->counters().to_string().c_str(),
+                  static_cast<unsigned long long>(topics.errors()));
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "myriad-server: %s\n", e.what());
     return 1;

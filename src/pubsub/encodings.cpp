@@ -22,10 +22,12 @@ std::byte* put_u64(std::byte* out, uint64_t v) {
   return out;
 }
 std::byte* put(std::byte* out, std::string_view s) {
+  if (s.empty()) return out;  // memcpy wants a non-null source even for nothing
   std::memcpy(out, s.data(), s.size());
   return out + s.size();
 }
 std::byte* put(std::byte* out, std::span<const std::byte> s) {
+  if (s.empty()) return out;
   std::memcpy(out, s.data(), s.size());
   return out + s.size();
 }
