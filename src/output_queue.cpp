@@ -47,7 +47,7 @@ void OutputQueue::append_copy(const void* data, std::size_t len) {
     len -= take;
   }
   while (len > 0) {
-    std::size_t capacity = std::max(kHeapBlock, std::min<std::size_t>(len, UINT32_MAX / 2));
+    std::size_t capacity = block_capacity(len);
     std::size_t take = std::min(len, capacity);
     auto* block = new std::byte[capacity];
     std::memcpy(block, src, take);
@@ -57,6 +57,21 @@ void OutputQueue::append_copy(const void* data, std::size_t len) {
     src += take;
     len -= take;
   }
+}
+
+std::size_t OutputQueue::block_capacity(std::size_t len) const {
+  constexpr std::size_t kLargest = UINT32_MAX / 2;
+  if (len >= kHeapBlock) return std::min(len, kLargest);
+  std::size_t want = std::max(len, std::min(bytes_, kHeapBlock));
+  return std::min((want + kBlockGrain - 1) / kBlockGrain * kBlockGrain, kHeapBlock);
+}
+
+std::size_t OutputQueue::heap_capacity() const {
+  std::size_t total = 0;
+  for (std::size_t i = head_; i < segs_.size(); ++i) {
+    if (segs_[i].chunk == kHeap) total += segs_[i].capacity;
+  }
+  return total;
 }
 
 unsigned OutputQueue::fill(iovec* iov, unsigned max) const {

@@ -27,6 +27,10 @@ class OutputQueue {
   static constexpr std::size_t kSharedPiece = std::size_t{1} << 31;
   // Copies smaller than this fold into the tail segment's free room instead of a new segment.
   static constexpr std::size_t kFoldLimit = 2048;
+  // A copy's heap block is sized to the bytes, rounded up to kBlockGrain, and at least as large
+  // as what is queued already, up to kHeapBlock: one small send to an idle connection costs a
+  // block about its own size, while a run of small sends fills blocks that double up to 4 KiB.
+  static constexpr std::size_t kBlockGrain = 64;
   static constexpr std::size_t kHeapBlock = 4096;
 
   struct Segment {
@@ -56,6 +60,12 @@ class OutputQueue {
   bool fold(const void* data, std::size_t len);
   // Copies len bytes, into the tail's room first and then new heap blocks.
   void append_copy(const void* data, std::size_t len);
+
+  // Bytes of heap blocks the queue holds (their capacity, not their use). Walks the queue: for
+  // tests and diagnostics.
+  std::size_t heap_capacity() const;
+  // The capacity append_copy gives a new block for len more bytes.
+  std::size_t block_capacity(std::size_t len) const;
 
   // Describes up to max segments from the head; returns how many.
   unsigned fill(iovec* iov, unsigned max) const;
