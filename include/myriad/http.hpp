@@ -37,6 +37,12 @@
 
 namespace myriad::http {
 
+class Server;
+namespace detail {
+struct Access;  // the implementation's way in (src/http/server.cpp)
+struct ServerShards;
+}  // namespace detail
+
 struct Header {
   std::string_view name;   // as sent (compare with iequals)
   std::string_view value;  // without surrounding whitespace
@@ -123,8 +129,7 @@ class Request {
   Connection connection() const { return connection_; }
 
  private:
-  friend class Server;
-  friend struct RequestAccess;
+  friend struct detail::Access;
   std::string_view method_, target_, body_;
   std::span<const Header> headers_;
   Connection connection_;
@@ -177,12 +182,10 @@ class Stream {
   Connection connection() const { return connection_; }
 
  private:
-  friend class Server;
-  friend class Response;
-  Stream(class Server* server, Connection c, uint32_t serial)
+  friend struct detail::Access;
+  Stream(Server* server, Connection c, uint32_t serial)
       : server_(server), connection_(c), serial_(serial) {}
-  struct StreamState* state() const;
-  class Server* server_ = nullptr;
+  Server* server_ = nullptr;
   Connection connection_;
   uint32_t serial_ = 0;
 };
@@ -193,6 +196,9 @@ class Stream {
 // Connection) and Date and Server are the server's: do not add them.
 class Response {
  public:
+  Response(const Response&) = delete;
+  Response& operator=(const Response&) = delete;
+
   Response& status(int code);  // default 200; the reason phrase is the standard one
   Response& header(std::string_view name, std::string_view value);
   Response& content_type(std::string_view type) { return header("Content-Type", type); }
@@ -209,11 +215,9 @@ class Response {
   Connection connection() const { return connection_; }
 
  private:
-  friend class Server;
-  Response(class Server& server, Connection c) : server_(&server), connection_(c) {}
-  // The head (status line, the handler's headers, the server's) into the shard's scratch.
-  void write_head(std::string& out, std::string_view framing);
-  class Server* server_;
+  friend struct detail::Access;
+  Response(Server& server, Connection c) : server_(&server), connection_(c) {}
+  Server* server_;
   Connection connection_;
   std::string* headers_ = nullptr;  // the shard's scratch for header() lines
   int status_ = 200;
@@ -286,15 +290,11 @@ class Server final : public Handler {
   void on_close(Connection c, CloseReason reason, int error) override;
 
  private:
-  friend class Response;
-  friend class Stream;
-  struct ShardState;
-  ShardState& shard_state(Connection c);
-
+  friend struct detail::Access;
   RequestHandler handler_;
   UpgradeHook upgrade_hook_;
   Options options_;
-  std::unique_ptr<struct ServerShards> shards_;
+  std::unique_ptr<detail::ServerShards> shards_;
 };
 
 // The standard reason phrase ("Not Found"), or "Unknown".
