@@ -30,8 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   deflater.compress(input, compressed);
   std::vector<std::byte> back;
   if (inflater.inflate(compressed, input.size(), back) != Inflater::Status::kOk) std::abort();
-  if (back.size() != input.size() ||
-      !std::equal(back.begin(), back.end(), input.begin())) {
+  if (back.size() != input.size() || !std::equal(back.begin(), back.end(), input.begin())) {
     std::abort();
   }
   return 0;

@@ -47,8 +47,8 @@ struct Record final : FrameSink {
   std::string log;
 };
 
-std::string run(const uint8_t* data, size_t size, const FrameDecoder::Limits& limits,
-                uint32_t seed, bool split) {
+std::string run(const uint8_t* data, size_t size, const FrameDecoder::Limits& limits, uint32_t seed,
+                bool split) {
   std::vector<std::byte> buf(reinterpret_cast<const std::byte*>(data),
                              reinterpret_cast<const std::byte*>(data) + size);
   FrameDecoder decoder;

@@ -4,11 +4,14 @@
 // queued output drain for --drain-timeout, close everything, print the counters, exit 0.
 // Shard 0 runs on the main thread (Runtime::run), so one shard and no workers make a process of
 // one thread.
+#include <myriad/http.hpp>
 #include <myriad/myriad.hpp>
+#include <myriad/websocket.hpp>
 
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -21,7 +24,11 @@
 namespace {
 
 const char* kUsage = R"(usage: myriad-server [options]
-  --protocol echo           what to serve (echo: every byte back, in order)
+  --protocol echo           what to serve (echo: every byte back, in order;
+                            ws-echo: a WebSocket server, every message back as it came)
+  --ws-max-message SIZE     ws-echo: largest message accepted, else close 1009 (default 1MiB)
+  --ws-ping DUR             ws-echo: ping connections idle this long (default 0: never)
+  --ws-no-compression       ws-echo: decline permessage-deflate
   --coroutines              write the handler as a coroutine per connection (costs a frame each)
   --listen HOST:PORT        address to listen on (default 0.0.0.0:7000)
   --shards N                event-loop threads (default: online CPUs)
@@ -46,6 +53,15 @@ class Echo final : public myriad::Handler {
   void on_data(myriad::Connection c, myriad::Chunk data) override { c.send(std::move(data)); }
 };
 
+// ws-echo: every WebSocket message back, text as text, binary as binary (what conformance
+// suites drive). Any path upgrades; plain HTTP requests get 404.
+class WsEcho final : public myriad::ws::WebSocketHandler {
+ public:
+  void on_message(myriad::ws::WebSocket ws, const myriad::ws::Message& m) override {
+    ws.send(m.type, m.payload);
+  }
+};
+
 // The same protocol in the coroutine form, for comparing what each form costs.
 myriad::Task echo_session(myriad::Stream& s) {
   while (myriad::Chunk data = co_await s.receive()) {
@@ -65,8 +81,12 @@ void on_signal(int sig) {
   if (myriad::Runtime* runtime = g_runtime.load()) runtime->stop();
 }
 
+const myriad::ws::Server* g_ws_server = nullptr;  // set for --protocol ws-echo
+
 void print_counters(const char* what, const myriad::Runtime& runtime) {
-  std::printf("myriad-server: %s %s\n", what, runtime.counters().to_string().c_str());
+  std::string ws = g_ws_server ? " " + g_ws_server->stats().to_string() : "";
+  std::printf("myriad-server: %s %s%s\n", what, runtime.counters().to_string().c_str(),
+              ws.c_str());
   std::fflush(stdout);
 }
 
@@ -84,6 +104,7 @@ int main(int argc, char** argv) {
   std::string protocol = "echo";
   myriad::Duration stats{0};
   bool coroutines = false;
+  myriad::ws::Options ws_options;
   try {
     for (int i = 1; i < argc; ++i) {
       std::string_view arg = argv[i];
@@ -96,6 +117,13 @@ int main(int argc, char** argv) {
         return 0;
       } else if (arg == "--protocol") {
         protocol = value();
+      } else if (arg == "--ws-max-message") {
+        ws_options.max_message_size = myriad::parse_size(value());
+        config.max_spill = std::max(config.max_spill, ws_options.max_message_size);
+      } else if (arg == "--ws-ping") {
+        ws_options.ping_interval = myriad::parse_duration(value());
+      } else if (arg == "--ws-no-compression") {
+        ws_options.compression = false;
       } else if (arg == "--coroutines") {
         coroutines = true;
       } else if (arg == "--listen") {
@@ -132,7 +160,9 @@ int main(int argc, char** argv) {
         usage_error("unknown option " + std::string(arg));
       }
     }
-    if (protocol != "echo") usage_error("unknown protocol '" + protocol + "' (known: echo)");
+    if (protocol != "echo" && protocol != "ws-echo") {
+      usage_error("unknown protocol '" + protocol + "' (known: echo, ws-echo)");
+    }
   } catch (const std::invalid_argument& e) {
     usage_error(e.what());
   }
@@ -146,9 +176,21 @@ int main(int argc, char** argv) {
 
   Echo echo;
   myriad::CoroutineHandler echo_coroutines(echo_session);
-  myriad::Handler& handler = coroutines ? static_cast<myriad::Handler&>(echo_coroutines) : echo;
+  WsEcho ws_echo;
+  myriad::ws::Server ws_server(ws_echo, ws_options);
+  myriad::http::Server ws_http([](const myriad::http::Request&, myriad::http::Response& res) {
+    res.send(404, "text/plain", "WebSocket only here\n");
+  });
+  ws_http.set_upgrade_hook([&](const myriad::http::Request& req, myriad::http::Response& res) {
+    return ws_server.upgrade(req, res);
+  });
+  myriad::Handler& handler = protocol == "ws-echo" ? static_cast<myriad::Handler&>(ws_http)
+                             : coroutines          ? static_cast<myriad::Handler&>(echo_coroutines)
+                                                   : echo;
+  if (coroutines && protocol != "echo") usage_error("--coroutines is for --protocol echo");
   if (coroutines && config.handlers_on_workers)
     usage_error("--coroutines cannot go with --handlers-on-workers");
+  if (protocol == "ws-echo") g_ws_server = &ws_server;
   try {
     myriad::Runtime runtime(config);
     myriad::Address bound = runtime.listen(myriad::Address::parse(listen), handler);

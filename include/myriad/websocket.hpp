@@ -89,23 +89,23 @@ struct Stats {
   uint64_t open = 0;                // WebSocket connections now (gauge)
   uint64_t messages_in = 0;
   uint64_t messages_out = 0;
-  uint64_t bytes_in = 0;   // message payload bytes received (after inflating)
-  uint64_t bytes_out = 0;  // message payload bytes sent (before compressing)
+  uint64_t bytes_in = 0;        // message payload bytes received (after inflating)
+  uint64_t bytes_out = 0;       // message payload bytes sent (before compressing)
   uint64_t compressed_in = 0;   // messages that arrived compressed
   uint64_t compressed_out = 0;  // messages sent compressed (by this connection's choice)
   uint64_t zero_copy_in = 0;    // messages handed over in place, without a copy
   uint64_t pings_in = 0;
   uint64_t pings_out = 0;  // server pings (ping_interval) and WebSocket::ping()
   uint64_t pongs_in = 0;
-  uint64_t closes_in = 0;  // close frames received
-  uint64_t protocol_errors = 0;   // failed with 1002
-  uint64_t invalid_payload = 0;   // failed with 1007 (UTF-8, or a corrupt deflate stream)
-  uint64_t too_big = 0;           // failed with 1009
-  uint64_t idle_timeouts = 0;     // closed with 1001 by Options::idle_timeout
-  uint64_t pong_timeouts = 0;     // dropped: no answer to a ping
-  uint64_t close_timeouts = 0;    // the peer never answered our close frame
-  uint64_t abnormal_closes = 0;   // TCP ended with no close frame (1006)
-  uint64_t partial_now = 0;       // connections with a frame or message in progress (gauge)
+  uint64_t closes_in = 0;        // close frames received
+  uint64_t protocol_errors = 0;  // failed with 1002
+  uint64_t invalid_payload = 0;  // failed with 1007 (UTF-8, or a corrupt deflate stream)
+  uint64_t too_big = 0;          // failed with 1009
+  uint64_t idle_timeouts = 0;    // closed with 1001 by Options::idle_timeout
+  uint64_t pong_timeouts = 0;    // dropped: no answer to a ping
+  uint64_t close_timeouts = 0;   // the peer never answered our close frame
+  uint64_t abnormal_closes = 0;  // TCP ended with no close frame (1006)
+  uint64_t partial_now = 0;      // connections with a frame or message in progress (gauge)
 
   Stats& operator+=(const Stats& other);
   std::string to_string() const;

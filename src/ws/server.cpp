@@ -17,8 +17,8 @@
 //   instead of a reset.
 #include <myriad/websocket.hpp>
 
-#include <myriad/shard.hpp>
 #include <myriad/runtime.hpp>
+#include <myriad/shard.hpp>
 
 #include <algorithm>
 #include <array>
@@ -35,12 +35,12 @@ namespace {
 
 namespace flag {
 constexpr uint16_t kUsed = 1 << 0;
-constexpr uint16_t kOpened = 1 << 1;     // on_open delivered
-constexpr uint16_t kReported = 1 << 2;   // on_close delivered (no more callbacks)
-constexpr uint16_t kDeflate = 1 << 3;    // permessage-deflate negotiated
-constexpr uint16_t kCloseSent = 1 << 4;  // our close frame is queued
-constexpr uint16_t kFailed = 1 << 5;     // a protocol error: discard all input
-constexpr uint16_t kPingOut = 1 << 6;    // a server ping awaits an answer (any input)
+constexpr uint16_t kOpened = 1 << 1;      // on_open delivered
+constexpr uint16_t kReported = 1 << 2;    // on_close delivered (no more callbacks)
+constexpr uint16_t kDeflate = 1 << 3;     // permessage-deflate negotiated
+constexpr uint16_t kCloseSent = 1 << 4;   // our close frame is queued
+constexpr uint16_t kFailed = 1 << 5;      // a protocol error: discard all input
+constexpr uint16_t kPingOut = 1 << 6;     // a server ping awaits an answer (any input)
 constexpr uint16_t kTcpClosing = 1 << 7;  // close()/abort() asked of the core
 }  // namespace flag
 
@@ -65,8 +65,8 @@ struct Record {
   void* user;
   Partial* partial;
   Connection connection;
-  uint32_t last_seen;   // shard clock (ms) of the last receive
-  uint32_t mark;        // shard clock of our ping, or of our close frame
+  uint32_t last_seen;  // shard clock (ms) of the last receive
+  uint32_t mark;       // shard clock of our ping, or of our close frame
   uint16_t flags;
   uint16_t close_code;  // what we sent in our close frame
   uint8_t subprotocol;
@@ -81,7 +81,9 @@ struct alignas(64) BlockHeader {
 };
 constexpr std::size_t kPerBlock = (kBlockBytes - sizeof(BlockHeader)) / sizeof(Record);
 
-Record* block_records(BlockHeader* b) { return reinterpret_cast<Record*>(b + 1); }
+Record* block_records(BlockHeader* b) {
+  return reinterpret_cast<Record*>(b + 1);
+}
 BlockHeader* block_of(const Record* r) {
   return reinterpret_cast<BlockHeader*>(reinterpret_cast<uintptr_t>(r) & ~(kBlockBytes - 1));
 }
@@ -450,8 +452,8 @@ class ConnectionSink final : public FrameSink {
 
  private:
   bool deliver(std::span<const std::byte> payload) {
-    MessageType type = decoder_.message_type() == Opcode::kText ? MessageType::kText
-                                                                : MessageType::kBinary;
+    MessageType type =
+        decoder_.message_type() == Opcode::kText ? MessageType::kText : MessageType::kBinary;
     if (decoder_.message_compressed()) {
       s_.counters.compressed_in.add();
       std::vector<std::byte>& out = inflate_scratch();
@@ -497,7 +499,9 @@ class ConnectionSink final : public FrameSink {
   const char* why_ = nullptr;
 };
 
-Record* record_of(Connection c) { return static_cast<Record*>(c.user()); }
+Record* record_of(Connection c) {
+  return static_cast<Record*>(c.user());
+}
 
 }  // namespace
 
@@ -513,8 +517,8 @@ Server::Server(WebSocketHandler& handler, Options options)
     if (d.count() > 0) shortest = std::min(shortest, d);
   }
   if (options_.ping_interval.count() > 0) shortest = std::min(shortest, options_.pong_timeout);
-  impl_->sweep_period = std::clamp<Duration>(shortest / 4, std::chrono::milliseconds(5),
-                                             std::chrono::seconds(1));
+  impl_->sweep_period =
+      std::clamp<Duration>(shortest / 4, std::chrono::milliseconds(5), std::chrono::seconds(1));
 }
 
 Server::~Server() = default;
@@ -548,8 +552,7 @@ http::Upgrade Server::upgrade(const http::Request& request, http::Response& resp
     if (http::iequals(h.name, "sec-websocket-extensions")) extensions.push_back(h.value);
     if (http::iequals(h.name, "sec-websocket-protocol")) offered.push_back(h.value);
   }
-  for (std::size_t i = 0; i < options_.subprotocols.size() && subprotocol == kNoSubprotocol;
-       ++i) {
+  for (std::size_t i = 0; i < options_.subprotocols.size() && subprotocol == kNoSubprotocol; ++i) {
     for (std::string_view value : offered) {
       if (header_has_token(value, options_.subprotocols[i])) {
         subprotocol = static_cast<uint8_t>(i);
@@ -789,7 +792,9 @@ Record* live_record(Connection c) {
 }
 }  // namespace
 
-bool WebSocket::valid() const { return live_record(connection_) != nullptr; }
+bool WebSocket::valid() const {
+  return live_record(connection_) != nullptr;
+}
 
 bool WebSocket::send_text(std::string_view text) {
   return send(MessageType::kText, std::as_bytes(std::span(text.data(), text.size())));

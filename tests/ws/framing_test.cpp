@@ -167,9 +167,9 @@ TEST_P(WsFraming, Case3_ReservedBitsAre1002) {
     uint8_t first;
     const char* what;
   };
-  for (Case k : {Case{0xC1, "RSV1 text (no extension)"}, Case{0xA1, "RSV2 text"},
-                 Case{0x92, "RSV3 binary"}, Case{0xF1, "all RSV"}, Case{0xB9, "RSV2+3 ping"},
-                 Case{0xE8, "RSV1+2 close"}}) {
+  for (Case k :
+       {Case{0xC1, "RSV1 text (no extension)"}, Case{0xA1, "RSV2 text"}, Case{0x92, "RSV3 binary"},
+        Case{0xF1, "all RSV"}, Case{0xB9, "RSV2+3 ping"}, Case{0xE8, "RSV1+2 close"}}) {
     SCOPED_TRACE(k.what);
     Client c = server().open();
     expect_fail(c, frame(k.first, "reserved"), 1002);
@@ -286,13 +286,13 @@ TEST_P(WsFraming, Case5_NewMessageInsideAFragmentedOneIs1002) {
 
 TEST_P(WsFraming, Case6_ValidTextIsEchoed) {
   Client c = server().open();
-  for (std::string s : {std::string(""), std::string("Hello-\xC2\xB5@\xC3\x9F\xC3\xB6"),
-                        std::string("\xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5"),
-                        std::string("\x00", 1), std::string("\x7F"), std::string("\xC2\x80"),
-                        std::string("\xDF\xBF"), std::string("\xE0\xA0\x80"),
-                        std::string("\xED\x9F\xBF"), std::string("\xEE\x80\x80"),
-                        std::string("\xEF\xBF\xBF"), std::string("\xF0\x90\x80\x80"),
-                        std::string("\xF4\x8F\xBF\xBF")}) {
+  for (std::string s :
+       {std::string(""), std::string("Hello-\xC2\xB5@\xC3\x9F\xC3\xB6"),
+        std::string("\xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5"), std::string("\x00", 1),
+        std::string("\x7F"), std::string("\xC2\x80"), std::string("\xDF\xBF"),
+        std::string("\xE0\xA0\x80"), std::string("\xED\x9F\xBF"), std::string("\xEE\x80\x80"),
+        std::string("\xEF\xBF\xBF"), std::string("\xF0\x90\x80\x80"),
+        std::string("\xF4\x8F\xBF\xBF")}) {
     expect_echo(c, text(s), 0x1, s);
   }
 }
@@ -307,12 +307,12 @@ TEST_P(WsFraming, Case6_ValidTextSplitAtEveryByteAcrossFragments) {
 
 TEST_P(WsFraming, Case6_InvalidTextIs1007) {
   for (std::string s :
-       {std::string("\xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5\xED\xA0\x80" "edited"),
+       {std::string("\xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5\xED\xA0\x80"
+                    "edited"),
         std::string("\xC0\xAF"), std::string("\xE0\x80\xAF"), std::string("\xF0\x80\x80\xAF"),
         std::string("\xED\xA0\x80"), std::string("\xED\xBF\xBF"), std::string("\xF4\x90\x80\x80"),
         std::string("\xF5\x80\x80\x80"), std::string("\x80"), std::string("\xBF"),
-        std::string("\xFE"), std::string("\xFF"), std::string("\xCE"),
-        std::string("ok\xE0\xA0")}) {
+        std::string("\xFE"), std::string("\xFF"), std::string("\xCE"), std::string("ok\xE0\xA0")}) {
     Client c = server().open();
     expect_fail(c, text(s), 1007);
   }

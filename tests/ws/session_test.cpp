@@ -51,14 +51,12 @@ TEST_P(WsSession, Handshake_BadRequestsAreRefused) {
   auto h = Client::raw_handshake(server->address(), request("", "GET", ""));
   EXPECT_EQ(h.status, 426) << "no version";
   EXPECT_EQ(h.header("Sec-WebSocket-Version"), "13");
-  EXPECT_EQ(Client::raw_handshake(server->address(),
-                                  request("", "GET", "13", "dGhlIHNhbXBsZQ=="))
-                .status,
-            400)
+  EXPECT_EQ(
+      Client::raw_handshake(server->address(), request("", "GET", "13", "dGhlIHNhbXBsZQ==")).status,
+      400)
       << "a key of 11 bytes";
   EXPECT_EQ(Client::raw_handshake(server->address(), request("", "GET", "13", "")).status, 400);
-  auto post = Client::raw_handshake(
-      server->address(), request("Content-Length: 0\r\n", "POST"));
+  auto post = Client::raw_handshake(server->address(), request("Content-Length: 0\r\n", "POST"));
   EXPECT_EQ(post.status, 400) << post.head;
   // HTTP/1.0 cannot upgrade to WebSocket.
   auto old = Client::raw_handshake(
@@ -75,12 +73,12 @@ TEST_P(WsSession, Handshake_OriginHook) {
   myriad::ws::Options options;
   options.check_origin = [](std::string_view origin) { return origin == "https://good.example"; };
   auto server = make(options);
-  EXPECT_EQ(Client::raw_handshake(server->address(), request("Origin: https://good.example\r\n"))
-                .status,
-            101);
-  EXPECT_EQ(Client::raw_handshake(server->address(), request("Origin: https://evil.example\r\n"))
-                .status,
-            403);
+  EXPECT_EQ(
+      Client::raw_handshake(server->address(), request("Origin: https://good.example\r\n")).status,
+      101);
+  EXPECT_EQ(
+      Client::raw_handshake(server->address(), request("Origin: https://evil.example\r\n")).status,
+      403);
   EXPECT_EQ(Client::raw_handshake(server->address(), request()).status, 403) << "no Origin";
 }
 
@@ -92,9 +90,8 @@ TEST_P(WsSession, Handshake_SubprotocolNegotiation) {
                                  request("Sec-WebSocket-Protocol: chat.v1, chat.v2\r\n"));
   EXPECT_EQ(h.status, 101);
   EXPECT_EQ(h.header("Sec-WebSocket-Protocol"), "chat.v2") << "the server's preference";
-  h = Client::raw_handshake(server->address(),
-                            request("Sec-WebSocket-Protocol: other\r\n"
-                                    "Sec-WebSocket-Protocol: chat.v1\r\n"));
+  h = Client::raw_handshake(server->address(), request("Sec-WebSocket-Protocol: other\r\n"
+                                                       "Sec-WebSocket-Protocol: chat.v1\r\n"));
   EXPECT_EQ(h.header("Sec-WebSocket-Protocol"), "chat.v1") << "across repeated headers";
   h = Client::raw_handshake(server->address(), request("Sec-WebSocket-Protocol: mqtt\r\n"));
   EXPECT_EQ(h.status, 101);
@@ -160,7 +157,8 @@ TEST_P(WsSession, Case7_ClosePayloads) {
       {std::string("\x03\xe8", 2), 1000, "code only"},
       {std::string("\x03\xe8") + "Hello World!", 1000, "code and reason"},
       {std::string("\x03\xe8") + r123, 1000, "reason of 123 bytes (125 in all)"},
-      {std::string("\x03\xe8") + "\xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5\xED\xA0\x80" "edited",
+      {std::string("\x03\xe8") + "\xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5\xED\xA0\x80"
+                                 "edited",
        1007, "reason not UTF-8"},
   };
   for (const Case& k : cases) {
@@ -184,8 +182,8 @@ TEST_P(WsSession, Case7_ValidCodesAreEchoedInvalidOnesAre1002) {
     ASSERT_TRUE(c.send(close_frame(static_cast<uint16_t>(code))));
     EXPECT_EQ(c.read_close(), code);
   }
-  for (int code : {0, 999, 1004, 1005, 1006, 1012, 1013, 1014, 1015, 1016, 1100, 2000, 2999, 5000,
-                   65535}) {
+  for (int code :
+       {0, 999, 1004, 1005, 1006, 1012, 1013, 1014, 1015, 1016, 1100, 2000, 2999, 5000, 65535}) {
     SCOPED_TRACE(code);
     Client c = server->open();
     ASSERT_TRUE(c.send(close_frame(static_cast<uint16_t>(code))));
@@ -282,8 +280,7 @@ TEST_P(WsSession, Case9_LargeMessagesUpToTheLimit) {
   // The same in 64 KiB fragments, sent in 4 KiB writes.
   std::string bytes;
   for (std::size_t i = 0; i < big.size(); i += 65536) {
-    bytes += frame((i + 65536 >= big.size() ? 0x80 : 0) | (i == 0 ? 0x2 : 0),
-                   big.substr(i, 65536));
+    bytes += frame((i + 65536 >= big.size() ? 0x80 : 0) | (i == 0 ? 0x2 : 0), big.substr(i, 65536));
   }
   ASSERT_TRUE(c.send(bytes, 4096));
   m = c.read_message(30s);
@@ -354,7 +351,8 @@ TEST_P(WsSession, Case12_NegotiationAnswersNoContextTakeoverBothWays) {
   EXPECT_EQ(c.handshake().header("Sec-WebSocket-Extensions"),
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover");
   // Declined offers: a smaller server window, an unknown parameter.
-  Client d = server->open({"Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10"});
+  Client d =
+      server->open({"Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10"});
   EXPECT_EQ(d.handshake().header("Sec-WebSocket-Extensions"), "");
   // ... and then RSV1 is a protocol error.
   d.send(frame(0xC1, wstest::deflate_message("x")));
@@ -409,13 +407,14 @@ TEST_P(WsSession, Case12_ServerCompressesAboveTheThresholdOnly) {
 
 TEST_P(WsSession, Case13_FragmentedCompressedMessageAndSmallWindows) {
   auto server = make();
-  Client c = server->open({"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=9"});
+  Client c =
+      server->open({"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=9"});
   std::string message;
   for (int i = 0; i < 3000; ++i) message += std::to_string(i * 7919 % 1000) + ",";
   std::string z = wstest::deflate_message(message, 9);
   // RSV1 on the first frame only, split in three fragments, sent in small writes.
-  std::string bytes = frame(0x41, z.substr(0, 10)) + frame(0x00, z.substr(10, 100)) +
-                      frame(0x80, z.substr(110));
+  std::string bytes =
+      frame(0x41, z.substr(0, 10)) + frame(0x00, z.substr(10, 100)) + frame(0x80, z.substr(110));
   ASSERT_TRUE(c.send(bytes, 50));
   auto m = c.read_message();
   ASSERT_TRUE(m.has_value());
@@ -478,9 +477,8 @@ TEST_P(WsSession, PreparedMessageIsSharedNotCopied) {
   myriad::http::Server http([](const myriad::http::Request&, myriad::http::Response& r) {
     r.send(404, "text/plain", "");
   });
-  http.set_upgrade_hook([&](const myriad::http::Request& q, myriad::http::Response& r) {
-    return ws.upgrade(q, r);
-  });
+  http.set_upgrade_hook(
+      [&](const myriad::http::Request& q, myriad::http::Response& r) { return ws.upgrade(q, r); });
   test::Server srv(config(), http);
   Client a = Client::open(srv.address());
   Client b = Client::open(srv.address(), {kOffer});
@@ -495,9 +493,8 @@ TEST_P(WsSession, PreparedMessageIsSharedNotCopied) {
   EXPECT_EQ(wstest::inflate_message(mb->payload).value_or(""), payload);
   EXPECT_EQ(sent.load(), 2);
   // Once sent, the queues let go of their references: only ours is left.
-  EXPECT_TRUE(test::eventually([&] {
-    return prepared.plain().use_count() == 1 && prepared.deflated().use_count() == 1;
-  }));
+  EXPECT_TRUE(test::eventually(
+      [&] { return prepared.plain().use_count() == 1 && prepared.deflated().use_count() == 1; }));
   srv.stop();
 }
 

@@ -32,12 +32,13 @@ std::string frame(uint8_t first_byte, std::string_view payload, bool masked, uin
     out.push_back(static_cast<char>(m | 127));
     for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>(n >> (8 * i)));
   }
-  const unsigned char k[4] = {static_cast<unsigned char>(key >> 24),
-                              static_cast<unsigned char>(key >> 16),
-                              static_cast<unsigned char>(key >> 8), static_cast<unsigned char>(key)};
+  const unsigned char k[4] = {
+      static_cast<unsigned char>(key >> 24), static_cast<unsigned char>(key >> 16),
+      static_cast<unsigned char>(key >> 8), static_cast<unsigned char>(key)};
   if (masked) out.append(reinterpret_cast<const char*>(k), 4);
   for (std::size_t i = 0; i < payload.size(); ++i) {
-    out.push_back(static_cast<char>(static_cast<unsigned char>(payload[i]) ^ (masked ? k[i % 4] : 0)));
+    out.push_back(
+        static_cast<char>(static_cast<unsigned char>(payload[i]) ^ (masked ? k[i % 4] : 0)));
   }
   return out;
 }

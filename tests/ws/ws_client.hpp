@@ -28,8 +28,12 @@ struct Frame {
 // length_form forces a length encoding (0: minimal, 1: 7-bit, 2: 16-bit, 3: 64-bit).
 std::string frame(uint8_t first_byte, std::string_view payload, bool masked = true,
                   uint32_t key = 0xa1b2c3d4, int length_form = 0);
-inline std::string text(std::string_view s) { return frame(0x81, s); }
-inline std::string binary(std::string_view s) { return frame(0x82, s); }
+inline std::string text(std::string_view s) {
+  return frame(0x81, s);
+}
+inline std::string binary(std::string_view s) {
+  return frame(0x82, s);
+}
 std::string close_frame(uint16_t code, std::string_view reason = {});
 
 // permessage-deflate for the client's side: each message compressed on its own (the server

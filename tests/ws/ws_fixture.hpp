@@ -45,8 +45,9 @@ class EchoServer {
         http_([](const myriad::http::Request&, myriad::http::Response& res) {
           res.send(404, "text/plain", "not here\n");
         }) {
-    http_.set_upgrade_hook([this](const myriad::http::Request& req,
-                                  myriad::http::Response& res) { return ws_.upgrade(req, res); });
+    http_.set_upgrade_hook([this](const myriad::http::Request& req, myriad::http::Response& res) {
+      return ws_.upgrade(req, res);
+    });
     server_ = std::make_unique<test::Server>(config, http_);
   }
   ~EchoServer() { server_->stop(); }
