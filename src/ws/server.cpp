@@ -29,19 +29,21 @@
 #include <new>
 #include <stdexcept>
 
+#include <sys/mman.h>
+
 namespace myriad::ws {
 
 namespace {
 
 namespace flag {
-constexpr uint16_t kUsed = 1 << 0;
-constexpr uint16_t kOpened = 1 << 1;      // on_open delivered
-constexpr uint16_t kReported = 1 << 2;    // on_close delivered (no more callbacks)
-constexpr uint16_t kDeflate = 1 << 3;     // permessage-deflate negotiated
-constexpr uint16_t kCloseSent = 1 << 4;   // our close frame is queued
-constexpr uint16_t kFailed = 1 << 5;      // a protocol error: discard all input
-constexpr uint16_t kPingOut = 1 << 6;     // a server ping awaits an answer (any input)
-constexpr uint16_t kTcpClosing = 1 << 7;  // close()/abort() asked of the core
+constexpr uint8_t kUsed = 1 << 0;
+constexpr uint8_t kOpened = 1 << 1;      // on_open delivered
+constexpr uint8_t kReported = 1 << 2;    // on_close delivered (no more callbacks)
+constexpr uint8_t kDeflate = 1 << 3;     // permessage-deflate negotiated
+constexpr uint8_t kCloseSent = 1 << 4;   // our close frame is queued
+constexpr uint8_t kFailed = 1 << 5;      // a protocol error: discard all input
+constexpr uint8_t kPingOut = 1 << 6;     // a server ping awaits an answer (any input)
+constexpr uint8_t kTcpClosing = 1 << 7;  // close()/abort() asked of the core
 }  // namespace flag
 
 constexpr uint8_t kNoSubprotocol = 0xFF;
@@ -55,23 +57,46 @@ struct ShardState;
 
 }  // namespace
 
-// What a frame or message in progress needs; exists only while one is.
-struct Partial {
-  FrameDecoder decoder;
-};
-
-// One per WebSocket connection, for its life.
+// One per WebSocket connection, for its life: 32 bytes.
 struct Record {
-  void* user;
-  Partial* partial;
-  Connection connection;
-  uint32_t last_seen;  // shard clock (ms) of the last receive
-  uint32_t mark;       // shard clock of our ping, or of our close frame
-  uint16_t flags;
+  void* user;             // the application's (WebSocket::user())
+  Connection connection;  // for the sweep, which acts on connections it was not called for
+  // Shard clock (ms): the last receive; or, while kPingOut, when our ping left (nothing has
+  // been received since); or, once kCloseSent, when our close frame left.
+  uint32_t stamp;
   uint16_t close_code;  // what we sent in our close frame
+  uint8_t flags;
   uint8_t subprotocol;
 };
-static_assert(sizeof(Record) <= 48, "the idle WebSocket budget (64 bytes over a raw connection)");
+static_assert(sizeof(Record) == 32, "the idle WebSocket budget (64 bytes over a raw connection)");
+
+// What a frame or message in progress needs; exists only while one is. Meanwhile
+// Connection::user() points at it, tagged in bit 0, instead of at the record.
+struct Partial {
+  FrameDecoder decoder;
+  Record* record;
+};
+
+namespace {
+
+Partial* partial_of(Connection c) {
+  auto p = reinterpret_cast<uintptr_t>(c.user());
+  return (p & 1) != 0 ? reinterpret_cast<Partial*>(p & ~uintptr_t{1}) : nullptr;
+}
+
+Record* record_of(Connection c) {
+  auto p = reinterpret_cast<uintptr_t>(c.user());
+  if ((p & 1) != 0) return reinterpret_cast<Partial*>(p & ~uintptr_t{1})->record;
+  return reinterpret_cast<Record*>(p);
+}
+
+void set_partial(Record* r, Partial* partial) {
+  r->connection.set_user(partial != nullptr
+                             ? reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(partial) | 1)
+                             : static_cast<void*>(r));
+}
+
+}  // namespace
 
 namespace {
 
@@ -143,7 +168,23 @@ struct ShardState {
   ShardCounters counters;
 
   ~ShardState() {
-    for (BlockHeader* b : blocks) std::free(b);
+    for (BlockHeader* b : blocks) ::munmap(b, kBlockBytes);
+  }
+
+  // A block from the kernel, aligned to its size (map twice the size, trim both ends): its
+  // resident memory is exactly the records touched, and no heap fragments sit between blocks.
+  static void* map_block() {
+    void* p = ::mmap(nullptr, 2 * kBlockBytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    auto base = reinterpret_cast<uintptr_t>(p);
+    uintptr_t aligned = (base + kBlockBytes - 1) & ~(kBlockBytes - 1);
+    if (aligned > base) ::munmap(p, aligned - base);
+    uintptr_t end = base + 2 * kBlockBytes;
+    if (end > aligned + kBlockBytes) {
+      ::munmap(reinterpret_cast<void*>(aligned + kBlockBytes), end - aligned - kBlockBytes);
+    }
+    return reinterpret_cast<void*>(aligned);
   }
 
   uint32_t now_ms() const {
@@ -158,9 +199,7 @@ struct ShardState {
       free_records.pop_back();
     } else {
       if (blocks.empty() || blocks.back()->used == kPerBlock) {
-        void* p = std::aligned_alloc(kBlockBytes, kBlockBytes);
-        if (p == nullptr) throw std::bad_alloc();
-        auto* b = new (p) BlockHeader{this, 0};
+        auto* b = new (map_block()) BlockHeader{this, 0};
         blocks.push_back(b);
       }
       BlockHeader* b = blocks.back();
@@ -282,7 +321,7 @@ struct Server::Impl {
     send_frame(r, Opcode::kClose, payload, false);
     r->flags |= flag::kCloseSent;
     r->close_code = code == close_code::kNoStatus ? close_code::kNormal : code;
-    r->mark = s.now_ms();
+    r->stamp = s.now_ms();
     ++s.closing;
     ensure_sweep(s);
   }
@@ -311,9 +350,10 @@ struct Server::Impl {
   }
 
   void drop_partial(Record* r) {
-    if (r->partial == nullptr) return;
-    delete r->partial;
-    r->partial = nullptr;
+    Partial* partial = partial_of(r->connection);
+    if (partial == nullptr) return;
+    set_partial(r, nullptr);
+    delete partial;
     state_of(r).counters.partial_now.sub();
     Connection c = r->connection;
     if (std::size_t n = c.spill().size()) c.spill_consume(n);
@@ -356,30 +396,30 @@ struct Server::Impl {
           uint16_t f = r->flags;
           if (!(f & flag::kUsed) || (f & flag::kTcpClosing)) continue;
           if (f & flag::kCloseSent) {
-            if (now - r->mark >= close_wait) {
+            if (now - r->stamp >= close_wait) {
               s.counters.close_timeouts.add();
               close_tcp(r);
             }
             continue;
           }
           if (!timing) continue;
-          if (idle != 0 && now - r->last_seen >= idle) {
+          if (idle != 0 && !(f & flag::kPingOut) && now - r->stamp >= idle) {
             s.counters.idle_timeouts.add();
             send_close(r, close_code::kGoingAway, "idle timeout");
             continue;
           }
           if (ping == 0) continue;
           if (f & flag::kPingOut) {
-            if (now - r->mark >= pong) {
+            if (now - r->stamp >= pong) {
               s.counters.pong_timeouts.add();
               r->flags |= flag::kTcpClosing;
               r->connection.abort();
             }
-          } else if (now - r->last_seen >= ping) {
+          } else if (now - r->stamp >= ping) {
             send_frame(r, Opcode::kPing, {}, false);
             s.counters.pings_out.add();
             r->flags |= flag::kPingOut;
-            r->mark = now;
+            r->stamp = now;
           }
         }
       }
@@ -499,9 +539,6 @@ class ConnectionSink final : public FrameSink {
   const char* why_ = nullptr;
 };
 
-Record* record_of(Connection c) {
-  return static_cast<Record*>(c.user());
-}
 
 }  // namespace
 
@@ -575,7 +612,7 @@ http::Upgrade Server::upgrade(const http::Request& request, http::Response& resp
   r->connection = request.connection();
   r->flags = flag::kUsed | (deflate.accepted ? flag::kDeflate : 0);
   r->subprotocol = subprotocol;
-  r->last_seen = s.now_ms();
+  r->stamp = s.now_ms();
   request.connection().set_user(r);
   s.counters.handshakes.add();
   impl_->ensure_sweep(s);
@@ -599,11 +636,12 @@ void Server::on_data(Connection c, Chunk data) {
   Record* r = record_of(c);
   if (r == nullptr || (r->flags & (flag::kFailed | flag::kTcpClosing))) return;  // dropped
   ShardState& s = Impl::state_of(r);
-  r->last_seen = s.now_ms();
+  if (!(r->flags & flag::kCloseSent)) r->stamp = s.now_ms();
   r->flags &= ~flag::kPingOut;  // anything at all answers a ping
 
   FrameDecoder local;
-  FrameDecoder& decoder = r->partial != nullptr ? r->partial->decoder : local;
+  Partial* partial = partial_of(c);
+  FrameDecoder& decoder = partial != nullptr ? partial->decoder : local;
   FrameDecoder::Limits limits;
   limits.max_message_size = s.max_wire_message;
   limits.deflate = (r->flags & flag::kDeflate) != 0;
@@ -623,9 +661,9 @@ void Server::on_data(Connection c, Chunk data) {
     return;
   }
   if (decoder.idle()) {
-    if (r->partial != nullptr) impl_->drop_partial(r);
-  } else if (r->partial == nullptr) {
-    r->partial = new Partial{local};
+    if (partial != nullptr) impl_->drop_partial(r);
+  } else if (partial == nullptr) {
+    set_partial(r, new Partial{local, r});
     s.counters.partial_now.add();
   }
 }
@@ -654,9 +692,8 @@ void Server::on_close(Connection c, CloseReason /*reason*/, int /*error*/) {
       impl_->report_close(r, close_code::kAbnormal, {});
     }
   }
-  if (r->partial != nullptr) {
-    delete r->partial;
-    r->partial = nullptr;
+  if (Partial* partial = partial_of(c)) {
+    delete partial;
     s.counters.partial_now.sub();
   }
   if (r->flags & flag::kCloseSent) --s.closing;
