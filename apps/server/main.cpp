@@ -18,17 +18,21 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
+
+#include "http_mode.hpp"
 
 namespace {
 
 const char* kUsage = R"(usage: myriad-server [options]
-  --protocol echo           what to serve (echo: every byte back, in order;
-                            ws-echo: a WebSocket server, every message back as it came)
-  --ws-max-message SIZE     ws-echo: largest message accepted, else close 1009 (default 1MiB)
-  --ws-ping DUR             ws-echo: ping connections idle this long (default 0: never)
-  --ws-no-compression       ws-echo: decline permessage-deflate
+  --protocol echo|http|ws-echo  what to serve (echo: every byte back, in order; http: see
+                            below, and /ws upgrades to ws-echo; ws-echo: WebSocket on every
+                            path, each message echoed back as it came, text as text)
+  --ws-max-message SIZE     WebSocket: largest message accepted, else close 1009 (default 1MiB)
+  --ws-ping DUR             WebSocket: ping connections idle this long (default 0: never)
+  --ws-no-compression       WebSocket: decline permessage-deflate
   --coroutines              write the handler as a coroutine per connection (costs a frame each)
   --listen HOST:PORT        address to listen on (default 0.0.0.0:7000)
   --shards N                event-loop threads (default: online CPUs)
@@ -45,6 +49,7 @@ const char* kUsage = R"(usage: myriad-server [options]
   --max-write-queue SIZE    close a slow reader past this much queued output (default 4MiB)
   --cpu N                   pin shard i to CPU N+i
   --stats DUR               print the counters every DUR
+  --max-spill SIZE          bytes a connection may keep across receives (default 1MiB)
   --help                    this text
 )";
 
@@ -54,7 +59,7 @@ class Echo final : public myriad::Handler {
 };
 
 // ws-echo: every WebSocket message back, text as text, binary as binary (what conformance
-// suites drive). Any path upgrades; plain HTTP requests get 404.
+// suites drive).
 class WsEcho final : public myriad::ws::WebSocketHandler {
  public:
   void on_message(myriad::ws::WebSocket ws, const myriad::ws::Message& m) override {
@@ -81,17 +86,20 @@ void on_signal(int sig) {
   if (myriad::Runtime* runtime = g_runtime.load()) runtime->stop();
 }
 
-const myriad::ws::Server* g_ws_server = nullptr;  // set for --protocol ws-echo
+// The HTTP mode, when it runs (its counters are printed with the runtime's).
+std::unique_ptr<myriad_server::HttpMode> g_http;
+const myriad::ws::Server* g_ws = nullptr;  // --protocol http or ws-echo
 
 void print_counters(const char* what, const myriad::Runtime& runtime) {
-  std::string ws = g_ws_server ? " " + g_ws_server->stats().to_string() : "";
-  std::printf("myriad-server: %s %s%s\n", what, runtime.counters().to_string().c_str(),
-              ws.c_str());
+  std::printf("myriad-server: %s %s\n", what, runtime.counters().to_string().c_str());
+  if (g_http) std::printf("myriad-server: http %s\n", g_http->server().stats().to_string().c_str());
+  if (g_ws) std::printf("myriad-server: ws %s\n", g_ws->stats().to_string().c_str());
   std::fflush(stdout);
 }
 
 [[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "myriad-server: %s\n%s", message.c_str(), kUsage);
+  std::fprintf(stderr, "myriad-server: %s\n%s%s", message.c_str(), kUsage,
+               myriad_server::kHttpModeUsage);
   std::exit(2);
 }
 
@@ -104,6 +112,7 @@ int main(int argc, char** argv) {
   std::string protocol = "echo";
   myriad::Duration stats{0};
   bool coroutines = false;
+  myriad_server::HttpModeOptions http_options;
   myriad::ws::Options ws_options;
   try {
     for (int i = 1; i < argc; ++i) {
@@ -114,6 +123,7 @@ int main(int argc, char** argv) {
       };
       if (arg == "--help" || arg == "-h") {
         std::fputs(kUsage, stdout);
+        std::fputs(myriad_server::kHttpModeUsage, stdout);
         return 0;
       } else if (arg == "--protocol") {
         protocol = value();
@@ -156,12 +166,30 @@ int main(int argc, char** argv) {
         config.first_cpu = std::stoi(std::string(value()));
       } else if (arg == "--stats") {
         stats = myriad::parse_duration(value());
+      } else if (arg == "--max-spill") {
+        config.max_spill = myriad::parse_size(value());
+      } else if (arg == "--static") {
+        http_options.static_dir = value();
+      } else if (arg == "--sse-interval") {
+        http_options.sse_interval = myriad::parse_duration(value());
+      } else if (arg == "--max-header") {
+        http_options.http.limits.max_header_bytes = myriad::parse_size(value());
+      } else if (arg == "--max-body") {
+        http_options.http.limits.max_body_bytes = myriad::parse_size(value());
+      } else if (arg == "--request-timeout") {
+        http_options.http.limits.request_timeout = myriad::parse_duration(value());
+      } else if (arg == "--heartbeat") {
+        http_options.http.heartbeat_interval = myriad::parse_duration(value());
       } else {
         usage_error("unknown option " + std::string(arg));
       }
     }
-    if (protocol != "echo" && protocol != "ws-echo") {
-      usage_error("unknown protocol '" + protocol + "' (known: echo, ws-echo)");
+    if (protocol != "echo" && protocol != "http" && protocol != "ws-echo") {
+      usage_error("unknown protocol '" + protocol + "' (known: echo, http, ws-echo)");
+    }
+    if (protocol != "echo" && coroutines) usage_error("--coroutines is for --protocol echo");
+    if (protocol != "echo" && config.handlers_on_workers) {
+      usage_error("--handlers-on-workers is for --protocol echo (http answers on its shard)");
     }
   } catch (const std::invalid_argument& e) {
     usage_error(e.what());
@@ -176,24 +204,26 @@ int main(int argc, char** argv) {
 
   Echo echo;
   myriad::CoroutineHandler echo_coroutines(echo_session);
+  myriad::Handler* handler = coroutines ? static_cast<myriad::Handler*>(&echo_coroutines) : &echo;
   WsEcho ws_echo;
-  myriad::ws::Server ws_server(ws_echo, ws_options);
-  myriad::http::Server ws_http([](const myriad::http::Request&, myriad::http::Response& res) {
-    res.send(404, "text/plain", "WebSocket only here\n");
-  });
-  ws_http.set_upgrade_hook([&](const myriad::http::Request& req, myriad::http::Response& res) {
-    return ws_server.upgrade(req, res);
-  });
-  myriad::Handler& handler = protocol == "ws-echo" ? static_cast<myriad::Handler&>(ws_http)
-                             : coroutines          ? static_cast<myriad::Handler&>(echo_coroutines)
-                                                   : echo;
-  if (coroutines && protocol != "echo") usage_error("--coroutines is for --protocol echo");
+  myriad::ws::Server ws_server(ws_echo, ws_options);  // outlives the runtime
   if (coroutines && config.handlers_on_workers)
     usage_error("--coroutines cannot go with --handlers-on-workers");
-  if (protocol == "ws-echo") g_ws_server = &ws_server;
   try {
+    if (protocol == "http" || protocol == "ws-echo") {
+      g_http = std::make_unique<myriad_server::HttpMode>(http_options);
+      handler = &g_http->server();
+      g_ws = &ws_server;
+      // ws-echo upgrades on every path; http on /ws only.
+      bool any_path = protocol == "ws-echo";
+      g_http->server().set_upgrade_hook(
+          [&ws_server, any_path](const myriad::http::Request& req, myriad::http::Response& res) {
+            if (!any_path && req.path() != "/ws") return myriad::http::Upgrade::pass();
+            return ws_server.upgrade(req, res);
+          });
+    }
     myriad::Runtime runtime(config);
-    myriad::Address bound = runtime.listen(myriad::Address::parse(listen), handler);
+    myriad::Address bound = runtime.listen(myriad::Address::parse(listen), *handler);
     g_runtime.store(&runtime);
     struct sigaction action {};
     action.sa_handler = on_signal;

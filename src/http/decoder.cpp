@@ -115,7 +115,8 @@ struct Callbacks {
     Context& c = ctx(p);
     bool new_field = c.in_value;
     c.in_value = false;
-    if (!c.collect) return 0;
+    // Trailer fields (after a chunked body) are not the request's headers: not collected.
+    if (!c.collect || c.headers_complete) return 0;
     auto& fields = c.decoder->fields_;
     if (fields.empty() || new_field) fields.push_back({});
     extend(c, fields.back().name, at, n);
@@ -137,7 +138,7 @@ struct Callbacks {
     bool first = !c.in_value;
     c.in_value = true;
     c.value_end = off + static_cast<uint32_t>(n);
-    if (!c.collect) return 0;
+    if (!c.collect || c.headers_complete) return 0;
     auto& fields = c.decoder->fields_;
     if (fields.empty()) return c.fail(400, "header value without a name");
     Span& value = fields.back().value;
@@ -289,6 +290,19 @@ bool Decoder::dispatch(Context& ctx, const char* base, llhttp_t& parser, Sink& s
   int hosts = 0;
   std::string_view expect;
   for (const FieldSpans& f : fields_) {
+    // Between the name and the value only ':' and blanks: a line break there is a value that
+    // starts on a continuation line (obs-fold), which llhttp reports without the break.
+    if (f.value.length != 0) {
+      for (uint32_t i = f.name.offset + f.name.length + 1; i < f.value.offset; ++i) {
+        if (base[i] != ' ' && base[i] != '\t') {
+          fields_.clear();
+          result.kind = Result::kError;
+          result.status = 400;
+          result.reason = "obsolete line folding";
+          return false;
+        }
+      }
+    }
     Header h{view(f.name), trim(view(f.value))};
     if (iequals(h.name, "host")) ++hosts;
     if (iequals(h.name, "expect")) expect = h.value;
