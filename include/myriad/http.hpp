@@ -5,14 +5,15 @@
 // Threads: a Server is given to Runtime::listen() and serves every shard; its callbacks (the
 // request handler, the upgrade hook, stream events) run on the connection's shard thread, several
 // shards at once, so they must be safe to call concurrently (or use one Server per shard through
-// the factory form of listen()). Request, Response and Stream are used on that thread only; a
+// the factory form of listen()); it does not run with Config::handlers_on_workers (it answers on
+// the shard). Request, Response and Stream are used on that thread only; a
 // Stream is a small value handle that may be kept and copied, and to write to it from elsewhere
 // post to its shard: `s.connection().shard().post([s]() mutable { s.write("..."); })`.
 //
 // Costs: an idle keep-alive connection holds nothing beyond the core's 32-byte record (its
 // Connection::user() is null). A request that does not arrive in one receive keeps its bytes in
-// the connection's spill buffer and a ~130-byte parse state (the parser's and a 408 timer), both
-// freed when it completes. A streaming response holds a ~100-byte state while it streams.
+// the connection's spill buffer, a 144-byte parse state and a 408 timer on the shard's wheel,
+// all freed when it completes. A streaming response holds a 136-byte state while it streams.
 // Requests complete in one receive are parsed in place (no copy); their views point into the
 // receive buffer and are valid only during the handler call.
 //

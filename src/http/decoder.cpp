@@ -36,6 +36,7 @@ struct Decoder::Context {
   uint32_t bytes = 0;
   uint32_t header_count = 0;
   uint32_t value_end = 0;
+  uint32_t name_bytes = 0;
   bool in_value = false;  // the last header callback was a value
   bool headers_complete = false;
   bool message_complete = false;
@@ -61,6 +62,7 @@ struct Decoder::Context {
     p.bytes = bytes;
     p.header_count = header_count;
     p.value_end = value_end;
+    p.name_bytes = name_bytes;
     p.in_value = in_value;
     p.headers_complete = headers_complete;
   }
@@ -69,6 +71,7 @@ struct Decoder::Context {
     bytes = p.bytes;
     header_count = p.header_count;
     value_end = p.value_end;
+    name_bytes = p.name_bytes;
     in_value = p.in_value;
     headers_complete = p.headers_complete;
   }
@@ -115,6 +118,7 @@ struct Callbacks {
     Context& c = ctx(p);
     bool new_field = c.in_value;
     c.in_value = false;
+    c.name_bytes += static_cast<uint32_t>(n);
     // Trailer fields (after a chunked body) are not the request's headers: not collected.
     if (!c.collect || c.headers_complete) return 0;
     auto& fields = c.decoder->fields_;
@@ -124,6 +128,8 @@ struct Callbacks {
   }
   static int on_header_field_complete(llhttp_t* p) {
     Context& c = ctx(p);
+    if (c.name_bytes == 0) return c.fail(400, "empty header name");
+    c.name_bytes = 0;
     if (++c.header_count > c.decoder->limits_.max_headers) {
       return c.fail(431, "too many header fields");
     }
@@ -150,8 +156,12 @@ struct Callbacks {
     }
     return 0;
   }
+  // A request line without a version is HTTP/0.9 to llhttp (a version it gave on the line
+  // has been checked by on_version_complete already).
+  static bool versionless(llhttp_t* p) { return p->http_major != 1 || p->http_minor > 1; }
   static int on_headers_complete(llhttp_t* p) {
     Context& c = ctx(p);
+    if (versionless(p)) return c.fail(400, "request line without an HTTP version");
     if (p->method == HTTP_CONNECT) return c.fail(501, "CONNECT is not supported");
     if ((p->flags & F_CONTENT_LENGTH) != 0 && p->content_length > c.decoder->max_body_) {
       return c.fail(413, "Content-Length over the body limit");
@@ -185,6 +195,7 @@ struct Callbacks {
     return 0;
   }
   static int on_message_complete(llhttp_t* p) {
+    if (versionless(p)) return ctx(p).fail(400, "request line without an HTTP version");
     ctx(p).message_complete = true;
     return HPE_PAUSED;
   }

@@ -41,6 +41,7 @@ struct Partial {
   uint32_t bytes = 0;         // bytes of the request given to the parser so far
   uint32_t header_count = 0;  // header fields so far
   uint32_t value_end = 0;     // where the header value being read ends (obs-fold check)
+  uint32_t name_bytes = 0;    // of the header name being read (an empty one is refused)
   bool in_value = false;
   bool headers_complete = false;
   bool continue_checked = false;  // Expect: 100-continue considered

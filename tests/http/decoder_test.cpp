@@ -244,6 +244,8 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"BareCR", "GET / HTTP/1.1\rHost: h\r\n\r\n", 400},
         Bad{"ObsFold", "GET / HTTP/1.1\r\n" + kH + "X: a\r\n b\r\n\r\n", 400},
         Bad{"ObsFoldAfterEmptyValue", "GET / HTTP/1.1\r\n" + kH + "X:\r\n b\r\n\r\n", 400},
+        Bad{"EmptyHeaderName", "GET / HTTP/1.1\r\n" + kH + ": v\r\n\r\n", 400},
+        Bad{"NoVersion", "GET /\r\n" + kH + "\r\n", 400},
         Bad{"SpaceBeforeColon", "GET / HTTP/1.1\r\nHost : h\r\n\r\n", 400},
         Bad{"ControlCharInValue",
             "GET / HTTP/1.1\r\n" + kH +
