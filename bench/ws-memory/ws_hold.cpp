@@ -206,7 +206,7 @@ int main(int argc, char** argv) {
     shard->after(200ms, [&] { runtime.stop(); });
   };
   verify = [&] {
-    if (totals.verified.load() == count) {
+    if (totals.verified.load() == count || totals.failed.load() > 0) {
       finish(totals.failed.load() == 0 ? 0 : 1);
     } else if (std::chrono::steady_clock::now() > deadline + hold) {
       std::fprintf(stderr, "ws-hold: not every connection answered its ping\n");
