@@ -242,6 +242,10 @@ struct Server::Impl {
   ShardState& state(Shard& shard) {
     unsigned i = shard.index();
     if (i >= kMaxShards) throw std::runtime_error("ws::Server: more than 256 shards");
+    // The state is per shard, not per connection: handlers on workers would race on it.
+    if (shard.runtime().config().handlers_on_workers) {
+      throw std::logic_error("ws::Server does not run with Config::handlers_on_workers");
+    }
     ShardState* s = shards[i].load(std::memory_order_acquire);
     if (s == nullptr) {
       s = new ShardState;
