@@ -11,9 +11,9 @@
 // (post to it from elsewhere, as with Connection). PreparedMessage is immutable once made and
 // may be shared by any threads.
 //
-// Costs: a connection that finished its handshake and is idle holds one 48-byte record in its
+// Costs: a connection that finished its handshake and is idle holds one 32-byte record in its
 // shard's slab (the core's 32-byte record aside) and nothing on the heap: no parser, no
-// compressor, no timer object. A frame or fragmented message in progress adds a ~190-byte
+// compressor, no timer object. A frame or fragmented message in progress adds a ~200-byte
 // decoder state and keeps the message's bytes so far in the connection's spill buffer, both
 // freed when the message completes. A message whose frames arrive whole in one receive is
 // unmasked in place and handed over without a copy. Server pings, pong timeouts, idle timeouts

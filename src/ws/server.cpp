@@ -1,6 +1,6 @@
 // The WebSocket server: the handshake on the HTTP upgrade hook, then every frame of the
 // connection (RFC 6455 5-7), with permessage-deflate (RFC 7692) and no state per idle
-// connection beyond a 48-byte record.
+// connection beyond a 32-byte record.
 //
 // How the pieces fit:
 // - Records live in per-shard slab blocks of 64 KiB, aligned to their size, so a record's
