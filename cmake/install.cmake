@@ -23,11 +23,11 @@ install(FILES ${PROJECT_BINARY_DIR}/myriadConfig.cmake ${PROJECT_BINARY_DIR}/myr
 # carries them itself. The prefix is found from the .pc file's own place, so that
 # `cmake --install --prefix DIR` gives a working file wherever DIR is.
 if(BUILD_SHARED_LIBS)
-  set(MYRIAD_PC_REQUIRES "Requires.private: liburing >= 2.3")
+  set(MYRIAD_PC_REQUIRES "Requires.private: liburing >= 2.3, libcrypto, zlib")
   set(MYRIAD_PC_LIBS_PRIVATE "Libs.private: -pthread")
   set(MYRIAD_PC_LIBS "-lmyriad")
 else()
-  set(MYRIAD_PC_REQUIRES "Requires: liburing >= 2.3")
+  set(MYRIAD_PC_REQUIRES "Requires: liburing >= 2.3, libcrypto, zlib")
   set(MYRIAD_PC_LIBS_PRIVATE "")
   set(MYRIAD_PC_LIBS "-lmyriad -pthread")
 endif()

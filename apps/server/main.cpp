@@ -6,6 +6,7 @@
 // one thread.
 #include <myriad/http.hpp>
 #include <myriad/myriad.hpp>
+#include <myriad/websocket.hpp>
 
 #include <signal.h>
 #include <unistd.h>
@@ -27,8 +28,13 @@
 namespace {
 
 const char* kUsage = R"(usage: myriad-server [options]
-  --protocol echo|http|topics  what to serve (echo: every byte back, in order; http and
-                            topics: see below)
+  --protocol echo|http|ws-echo|topics  what to serve (echo: every byte back, in order;
+                            http: see below, and /ws upgrades to ws-echo; ws-echo: WebSocket on
+                            every path, each message echoed back as it came, text as text;
+                            topics: pub/sub, see below)
+  --ws-max-message SIZE     WebSocket: largest message accepted, else close 1009 (default 1MiB)
+  --ws-ping DUR             WebSocket: ping connections idle this long (default 0: never)
+  --ws-no-compression       WebSocket: decline permessage-deflate
   --coroutines              write the handler as a coroutine per connection (costs a frame each)
   --listen HOST:PORT        address to listen on (default 0.0.0.0:7000)
   --shards N                event-loop threads (default: online CPUs)
@@ -55,6 +61,15 @@ class Echo final : public myriad::Handler {
   void on_data(myriad::Connection c, myriad::Chunk data) override { c.send(std::move(data)); }
 };
 
+// ws-echo: every WebSocket message back, text as text, binary as binary (what conformance
+// suites drive).
+class WsEcho final : public myriad::ws::WebSocketHandler {
+ public:
+  void on_message(myriad::ws::WebSocket ws, const myriad::ws::Message& m) override {
+    ws.send(m.type, m.payload);
+  }
+};
+
 // The same protocol in the coroutine form, for comparing what each form costs.
 myriad::Task echo_session(myriad::Stream& s) {
   while (myriad::Chunk data = co_await s.receive()) {
@@ -76,10 +91,12 @@ void on_signal(int sig) {
 
 // The HTTP mode, when it runs (its counters are printed with the runtime's).
 std::unique_ptr<myriad_server::HttpMode> g_http;
+const myriad::ws::Server* g_ws = nullptr;  // --protocol http or ws-echo
 
 void print_counters(const char* what, const myriad::Runtime& runtime) {
   std::printf("myriad-server: %s %s\n", what, runtime.counters().to_string().c_str());
   if (g_http) std::printf("myriad-server: http %s\n", g_http->server().stats().to_string().c_str());
+  if (g_ws) std::printf("myriad-server: ws %s\n", g_ws->stats().to_string().c_str());
   std::fflush(stdout);
 }
 
@@ -100,6 +117,7 @@ int main(int argc, char** argv) {
   bool coroutines = false;
   myriad_server::HttpModeOptions http_options;
   server::TopicOptions topic_options;
+  myriad::ws::Options ws_options;
   try {
     for (int i = 1; i < argc; ++i) {
       std::string_view arg = argv[i];
@@ -114,6 +132,13 @@ int main(int argc, char** argv) {
         return 0;
       } else if (arg == "--protocol") {
         protocol = value();
+      } else if (arg == "--ws-max-message") {
+        ws_options.max_message_size = myriad::parse_size(value());
+        config.max_spill = std::max(config.max_spill, ws_options.max_message_size);
+      } else if (arg == "--ws-ping") {
+        ws_options.ping_interval = myriad::parse_duration(value());
+      } else if (arg == "--ws-no-compression") {
+        ws_options.compression = false;
       } else if (arg == "--coroutines") {
         coroutines = true;
       } else if (arg == "--listen") {
@@ -165,8 +190,8 @@ int main(int argc, char** argv) {
         usage_error("unknown option " + std::string(arg));
       }
     }
-    if (protocol != "echo" && protocol != "http" && protocol != "topics") {
-      usage_error("unknown protocol '" + protocol + "' (known: echo, http, topics)");
+    if (protocol != "echo" && protocol != "http" && protocol != "ws-echo" && protocol != "topics") {
+      usage_error("unknown protocol '" + protocol + "' (known: echo, http, ws-echo, topics)");
     }
     if (protocol != "echo" && coroutines) usage_error("--coroutines is for --protocol echo");
     if (protocol != "echo" && config.handlers_on_workers) {
@@ -194,12 +219,22 @@ int main(int argc, char** argv) {
     // A PUB waits whole in the spill buffer.
     config.max_spill = std::max(config.max_spill, topic_options.max_message + 1024);
   }
+  WsEcho ws_echo;
+  myriad::ws::Server ws_server(ws_echo, ws_options);  // outlives the runtime
   if (coroutines && config.handlers_on_workers)
     usage_error("--coroutines cannot go with --handlers-on-workers");
   try {
-    if (protocol == "http") {
+    if (protocol == "http" || protocol == "ws-echo") {
       g_http = std::make_unique<myriad_server::HttpMode>(http_options);
       handler = &g_http->server();
+      g_ws = &ws_server;
+      // ws-echo upgrades on every path; http on /ws only.
+      bool any_path = protocol == "ws-echo";
+      g_http->server().set_upgrade_hook(
+          [&ws_server, any_path](const myriad::http::Request& req, myriad::http::Response& res) {
+            if (!any_path && req.path() != "/ws") return myriad::http::Upgrade::pass();
+            return ws_server.upgrade(req, res);
+          });
     }
     myriad::Runtime runtime(config);
     myriad::Address bound = runtime.listen(myriad::Address::parse(listen), *handler);
