@@ -3,10 +3,6 @@
 // shard lets go of it: back into its ring, or to the shard's free list for a starving ring.
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
-#include <cstring>
-#include <stdexcept>
-#include <string>
 
 #include "uring/uring_backend.hpp"
 
@@ -16,8 +12,8 @@ void UringBackend::start_receive(uint32_t id) {
   Record& rec = shard_.record(id);
   if ((rec.io & (io::kArmed | io::kStarved | io::kClosing)) != 0) return;
   Ring& r = ring_of(id);
-  if (r.provided == 0) top_up(r);
-  if (r.provided == 0) {
+  if (r.buffers.provided() == 0) top_up(r);
+  if (r.buffers.provided() == 0) {
     starve(r, id);
     return;
   }
@@ -59,20 +55,15 @@ void UringBackend::starve(Ring& r, uint32_t id) {
   Record& rec = shard_.record(id);
   if ((rec.io & io::kStarved) != 0) return;
   rec.io |= io::kStarved;
-  if (r.starved.empty()) ++starving_;
+  if (r.starved.empty()) shares_.starving(r.index);
   r.starved.push_back(id);
 }
 
 void UringBackend::on_recv(Ring& r, uint32_t id, int res, unsigned flags) {
   if ((flags & IORING_CQE_F_BUFFER) != 0) {
     uint32_t chunk = flags >> IORING_CQE_BUFFER_SHIFT;
-    --r.provided;
-    if (r.taken_turn != turns_) {
-      r.taken_turn = turns_;
-      r.taken = 0;
-      if (r.peak_taken == 0 && ++busy_rings_ > busy_rings_before_) clamp_shares();
-    }
-    r.peak_taken = std::max(r.peak_taken, ++r.taken);
+    r.buffers.consumed();
+    shares_.taken(r.index, chunk);
     if (res > 0) {
       shard_.on_received(id, chunk, static_cast<uint32_t>(res));
     } else {
@@ -89,9 +80,7 @@ void UringBackend::on_recv(Ring& r, uint32_t id, int res, unsigned flags) {
   }
   if (res == -ENOBUFS) {
     shard_.on_buffer_starved();
-    r.starved_lately = true;
-    r.share = std::min(
-        share_cap(), std::max(r.share * 2, r.share + static_cast<uint32_t>(r.starved.size()) + 1));
+    shares_.ran_dry(r.index, static_cast<uint32_t>(r.starved.size()));
     if (shard_.wants_receive(id)) starve(r, id);
     return;
   }
@@ -108,24 +97,15 @@ void UringBackend::on_recv(Ring& r, uint32_t id, int res, unsigned flags) {
 }
 
 void UringBackend::recycle(uint32_t chunk) {
-  Ring& r = *rings_[chunk_ring_[chunk]];
-  // While another ring starves, chunks go to the shard's free list, where refill() hands
-  // them to the starving ring; otherwise back to where they came from, up to its share.
-  bool others_starve = starving_ > (r.starved.empty() ? 0u : 1u);
-  if (!others_starve && r.provided + r.adds < r.share) {
-    provide(r, chunk);
-  } else {
-    shard_.pool().give(chunk);
-  }
+  uint32_t ring = shares_.released(chunk);
+  if (ring != BufferShares::kNone) provide(*rings_[ring], chunk);
 }
 
+// Puts a chunk the shares have counted in r into its buffer ring; the kernel sees it once the
+// ring is published (at the latest when the turn's refill() runs).
 void UringBackend::provide(Ring& r, uint32_t chunk) {
   BufferPool& pool = shard_.pool();
-  io_uring_buf_ring_add(r.br, pool.address(chunk), pool.chunk_size(),
-                        static_cast<unsigned short>(chunk), static_cast<int>(r.br_mask),
-                        static_cast<int>(r.adds));
-  chunk_ring_[chunk] = static_cast<uint16_t>(r.index);
-  ++r.adds;
+  r.buffers.add(pool.address(chunk), pool.chunk_size(), static_cast<uint16_t>(chunk));
   if (!r.publish_queued) {
     r.publish_queued = true;
     to_publish_.push_back(&r);
@@ -133,10 +113,7 @@ void UringBackend::provide(Ring& r, uint32_t chunk) {
 }
 
 void UringBackend::publish(Ring& r) {
-  if (r.adds == 0) return;
-  io_uring_buf_ring_advance(r.br, static_cast<int>(r.adds));
-  r.provided += r.adds;
-  r.adds = 0;
+  r.buffers.publish();
 }
 
 void UringBackend::publish_all() {
@@ -147,41 +124,29 @@ void UringBackend::publish_all() {
   to_publish_.clear();
 }
 
+// Fills r up to its share from the shard's free list.
 void UringBackend::top_up(Ring& r) {
-  BufferPool& pool = shard_.pool();
   uint32_t chunk;
-  while (r.provided + r.adds < r.share && pool.take(chunk)) provide(r, chunk);
+  while (shares_.fill(r.index, chunk)) provide(r, chunk);
   publish(r);
 }
 
-// Gives starving rings chunks from the shard's free list and re-arms their starved
-// connections, one per chunk provided, oldest first. The free list is dealt out a chunk to
-// each starving ring in turn: filled in ring order, the first ring (its share grown by its
-// own ENOBUFS) would take it all while the others starve, and two busy rings would take
-// turns at an ENOBUFS storm.
+// Gives starving rings chunks from the shard's free list (dealt out in turn: see
+// BufferShares::deal) and re-arms their starved connections, one per chunk provided, oldest
+// first.
 void UringBackend::refill() {
   more_starved_ = false;
   publish_all();
-  if (starving_ == 0) return;
+  if (!shares_.any_starving()) return;
   hungry_.clear();
   for (auto& owned : rings_) {
     if (!owned->starved.empty()) hungry_.push_back(owned.get());
   }
-  BufferPool& pool = shard_.pool();
-  for (bool gave = true; gave && pool.free_count() > 0;) {
-    gave = false;
-    for (Ring* r : hungry_) {
-      uint32_t chunk;
-      if (r->provided + r->adds < r->share && pool.take(chunk)) {
-        provide(*r, chunk);
-        gave = true;
-      }
-    }
-  }
+  shares_.deal([this](uint32_t ring, uint32_t chunk) { provide(*rings_[ring], chunk); });
   for (Ring* r : hungry_) {
     publish(*r);
-    if (r->provided == 0 && pool.free_count() == 0 && reclaim_for(*r)) top_up(*r);
-    uint32_t budget = r->provided;
+    if (shares_.free_count() == 0 && reclaim_for(*r)) top_up(*r);
+    uint32_t budget = r->buffers.provided();
     while (budget > 0 && !r->starved.empty()) {
       uint32_t id = r->starved.front();
       r->starved.pop_front();
@@ -195,87 +160,29 @@ void UringBackend::refill() {
     // One connection per chunk per turn, so a ring with few chunks does not turn a long
     // queue into a storm of ENOBUFS; the rest go next turn, without waiting for a completion
     // (the ones just armed may be idle and never complete).
-    if (!r->starved.empty() && r->provided > 0) more_starved_ = true;
-    if (r->starved.empty()) --starving_;
+    if (!r->starved.empty() && r->buffers.provided() > 0) more_starved_ = true;
+    if (r->starved.empty()) shares_.fed(r->index);
   }
 }
 
 // A ring starves while the shard's free list is empty: take back the chunks a quiet ring
-// holds. Its buffer ring is unregistered, what the kernel had not consumed returns to the
-// free list, and an empty ring is registered in its place; its connections, if data comes,
-// see ENOBUFS and wait their turn like everyone else. Safe because with DEFER_TASKRUN the
-// kernel picks buffers only inside our own io_uring_enter, and we hold every completion.
+// holds (BufferShares::victim_for says which). Its buffer ring is unregistered, what the kernel
+// had not consumed returns to the free list, and an empty ring is registered in its place; its
+// connections, if data comes, see ENOBUFS and wait their turn like everyone else. Safe because
+// with DEFER_TASKRUN the kernel picks buffers only inside our own io_uring_enter, and we have
+// handled every completion of that ring (no completion waits in its queue or overflow list).
 bool UringBackend::reclaim_for(const Ring& hungry) {
-  Ring* victim = nullptr;
-  for (auto& owned : rings_) {
-    Ring& r = *owned;
-    if (&r == &hungry || !r.starved.empty() || r.provided + r.adds == 0) continue;
-    if (io_uring_cq_ready(&r.ring) > 0 || (sq_flags(r) & IORING_SQ_CQ_OVERFLOW) != 0) continue;
-    if (victim == nullptr || r.provided > victim->provided) victim = &r;
-  }
-  if (victim == nullptr) return false;
-  publish(*victim);
-  if (io_uring_unregister_buf_ring(&victim->ring, 0) < 0) return false;
-  uint16_t tail = IO_URING_READ_ONCE(victim->br->tail);
-  for (uint32_t i = 0; i < victim->provided; ++i) {
-    uint32_t index = (static_cast<uint32_t>(tail) - victim->provided + i) & victim->br_mask;
-    shard_.pool().give(victim->br->bufs[index].bid);
-  }
-  victim->provided = 0;
-  io_uring_buf_ring_init(victim->br);
-  io_uring_buf_reg reg{};
-  reg.ring_addr = reinterpret_cast<uint64_t>(victim->br);
-  reg.ring_entries = br_entries_;
-  reg.bgid = 0;
-  int rc = io_uring_register_buf_ring(&victim->ring, &reg, 0);
-  if (rc < 0)
-    throw std::runtime_error(std::string("io_uring re-register buffer ring: ") +
-                             std::strerror(-rc));
-  victim->share = share_floor();
-  ++reclaims_;
+  uint32_t index = shares_.victim_for(hungry.index, [this](uint32_t k) {
+    const Ring& r = *rings_[k];
+    return io_uring_cq_ready(&r.ring) == 0 && (sq_flags(r) & IORING_SQ_CQ_OVERFLOW) == 0;
+  });
+  if (index == BufferShares::kNone) return false;
+  Ring& victim = *rings_[index];
+  bool taken = victim.buffers.take_back(
+      victim.ring, [this, index](uint16_t bid) { shares_.reclaimed(index, bid); });
+  if (!taken) return false;
+  shares_.taken_back(index);
   return true;
-}
-
-// The most a ring may hold while `busy` rings take chunks: an equal part of the slice. Shares
-// that could each grow to the whole slice let whichever busy ring was not starving at the
-// moment take back every chunk as its reserve while the other starved, and the two took turns.
-uint32_t UringBackend::share_cap() const {
-  uint32_t busy = std::max({1u, busy_rings_, busy_rings_before_});
-  return std::max(share_floor(), chunks_ / busy);
-}
-
-// What a ring starts with (after ring 0), and the least decay leaves it.
-uint32_t UringBackend::share_floor() const {
-  return std::max(kMinRingShare, chunks_ / 16);
-}
-
-// One more ring became busy: no ring keeps more than its part, from now on.
-void UringBackend::clamp_shares() {
-  uint32_t cap = share_cap();
-  for (auto& r : rings_) r->share = std::min(r->share, cap);
-}
-
-// Once a second, a ring that did not starve gives up a quarter of its share, but not below
-// twice the most chunks the kernel took from it in one loop turn (its bursts), and no ring
-// keeps more than share_cap().
-void UringBackend::decay_shares() {
-  if (rings_.size() < 2) return;
-  auto now = std::chrono::steady_clock::now();
-  if (now - last_decay_ < std::chrono::seconds(1)) return;
-  last_decay_ = now;
-  busy_rings_before_ = busy_rings_;
-  busy_rings_ = 0;
-  uint32_t cap = share_cap();
-  for (auto& r : rings_) {
-    uint32_t keep = std::min(cap, std::max(share_floor(), 2 * r->peak_taken));
-    if (r->share > cap) {
-      r->share = cap;
-    } else if (!r->starved_lately && r->share > keep) {
-      r->share = std::max(keep, r->share - r->share / 4);
-    }
-    r->starved_lately = false;
-    r->peak_taken = 0;
-  }
 }
 
 }  // namespace myriad::detail::uring

@@ -3,9 +3,8 @@
 // signals the shard's eventfd. Hot rings (used lately) are looked at every busy turn with their
 // signalling off; cold ones always signal (see uring_backend.cpp's header for why no wakeup is
 // lost and why a busy turn costs nothing per cold ring).
-#include <sys/mman.h>
-
 #include <algorithm>
+#include <cassert>
 #include <atomic>
 #include <cstring>
 #include <memory>
@@ -91,8 +90,7 @@ void UringBackend::poll(int64_t timeout_ns) {
   }
   if (quiet) drop_quiet();
   refill();
-  decay_shares();
-  ++turns_;
+  shares_.end_turn(shard_.loop_now());
 }
 
 void UringBackend::close_all() {
@@ -100,8 +98,7 @@ void UringBackend::close_all() {
     if (!r->initialized) continue;
     io_uring_queue_exit(&r->ring);  // closes every direct descriptor of the ring
     r->initialized = false;
-    if (r->br != nullptr) ::munmap(r->br, r->br_bytes);
-    r->br = nullptr;
+    r->buffers.destroy();
   }
 }
 
@@ -230,30 +227,16 @@ void UringBackend::add_ring() {
     throw std::runtime_error("io_uring register " + std::to_string(slots_) +
                              " direct descriptors: " + std::strerror(-rc));
   }
-  r.br_bytes = std::size_t{br_entries_} * sizeof(io_uring_buf);
-  void* mem =
-      ::mmap(nullptr, r.br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) throw std::runtime_error("buffer ring: out of memory");
-  r.br = static_cast<io_uring_buf_ring*>(mem);
-  r.br_mask = br_entries_ - 1;
-  io_uring_buf_reg reg{};
-  reg.ring_addr = reinterpret_cast<uint64_t>(r.br);
-  reg.ring_entries = br_entries_;
-  reg.bgid = 0;
-  rc = io_uring_register_buf_ring(&r.ring, &reg, 0);
-  if (rc < 0)
-    throw std::runtime_error(std::string("io_uring register buffer ring: ") + std::strerror(-rc));
-  io_uring_buf_ring_init(r.br);
+  r.buffers.create(r.ring, br_entries_);
   if (r.index > 0) {
     rc = io_uring_register_eventfd(&r.ring, event_fd_);
     if (rc < 0)
       throw std::runtime_error(std::string("io_uring register eventfd: ") + std::strerror(-rc));
     heat(r);  // the shard is awake while it adds a ring: hot, not signalling (see the header)
   }
-  // The first ring may hold the whole slice; later ones start small and grow on demand.
-  r.share = r.index == 0 ? chunks_ : std::min(chunks_, share_floor());
-  if (r.index > 0 && rings_[0]->share == chunks_)
-    rings_[0]->share = std::max(kMinRingShare, chunks_ / 2);
+  uint32_t share_index = shares_.add_ring();
+  assert(share_index == r.index);
+  (void)share_index;
   top_up(r);
 }
 

@@ -41,6 +41,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -65,13 +66,10 @@ UringBackend::UringBackend(ShardImpl& shard, const BackendChoice& choice, uint32
       max_rings_((capacity + choice.slots_per_ring - 1) / choice.slots_per_ring),
       event_fd_(event_fd),
       socket_commands_(choice.socket_commands),
-      chunk_ring_(shard.pool().count()) {
-  chunks_ = shard.pool().count();
-  br_entries_ = 1;
-  while (br_entries_ < chunks_) br_entries_ <<= 1;
+      shares_(shard.pool(), std::chrono::steady_clock::now()) {
+  while (br_entries_ < shard.pool().count()) br_entries_ <<= 1;
   rings_.reserve(max_rings_);
   add_ring();
-  last_decay_ = std::chrono::steady_clock::now();
 }
 
 UringBackend::~UringBackend() {

@@ -6,6 +6,8 @@
 //   probe.cpp           start-up: which io_uring features this kernel has (choose_backend)
 //   rings.cpp           the ring set, the loop's wait and the wake-ups between rings
 //   receive.cpp         multishot receives, starved connections, where freed chunks go
+//   buffer_shares.*     the policy: how many chunks each ring may hold (no liburing in it)
+//   buffer_ring.*       the provided-buffer-ring calls: register, add, publish, take back
 //   accept.cpp          listeners: multishot accept, moving between rings, plain accepts
 //   completions.cpp     reaping completion queues and dispatching each completion
 // Everything here runs on the shard's thread (the rings are SINGLE_ISSUER where the kernel has
@@ -15,7 +17,6 @@
 #include <liburing.h>
 #include <sys/socket.h>
 
-#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -25,6 +26,8 @@
 
 #include "backend.hpp"
 #include "shard_impl.hpp"
+#include "uring/buffer_ring.hpp"
+#include "uring/buffer_shares.hpp"
 
 #ifndef IORING_ACCEPT_DONTWAIT
 #define IORING_ACCEPT_DONTWAIT (1U << 1)  // Linux 6.10: complete with -EAGAIN, never wait
@@ -48,8 +51,6 @@ constexpr unsigned kCqEntries = 4 * kSqEntries;
 // only between rounds of deferred work: at most about 20 task-work items of up to 32 accepts
 // each, 640, arrive before it can move on. So 1,024 on full-size rings: no connection is lost.
 // (accept_margin() in backend.hpp: 1,024, or a quarter of a small ring.)
-// Chunks a ring keeps provided when it is one of several and not busy.
-constexpr uint32_t kMinRingShare = 8;
 // Busy turns a hot ring may sit idle before it is no longer looked at every turn.
 constexpr uint32_t kQuietTurns = 64;
 // Busy turns between looks at every ring: a safety net only, since a cold ring signals the
@@ -114,21 +115,12 @@ struct Ring {
   uint32_t index = 0;
   uint32_t first_id = 0;
   uint32_t used = 0;  // slots holding a connection (or about to)
-  io_uring_buf_ring* br = nullptr;
-  std::size_t br_bytes = 0;
-  uint32_t br_mask = 0;
-  uint32_t provided = 0;  // chunks in the buffer ring not yet consumed by the kernel
-  uint32_t adds = 0;      // chunks added to the buffer ring but not yet published
-  uint32_t share = 0;     // how many chunks this ring may hold
-  bool starved_lately = false;
-  uint64_t taken_turn = 0;  // the loop turn `taken` counts
-  uint32_t taken = 0;       // chunks the kernel took from this ring in that turn
-  uint32_t peak_taken = 0;  // the most in one turn since the last decay
-  std::deque<uint32_t> starved;
-  bool hot = false;          // checked every turn, eventfd signalling off (rings > 0)
-  uint32_t quiet_turns = 0;  // busy turns in a row with nothing to do
-  bool publish_queued = false;
-  bool maybe_more = false;  // completed something last time: deferred work may remain
+  BufferRing buffers;
+  bool publish_queued = false;   // in to_publish_
+  std::deque<uint32_t> starved;  // connections waiting for a chunk, oldest first
+  bool hot = false;              // checked every turn, eventfd signalling off (rings > 0)
+  uint32_t quiet_turns = 0;      // busy turns in a row with nothing to do
+  bool maybe_more = false;       // completed something last time: deferred work may remain
 };
 
 class UringBackend final : public Backend {
@@ -196,10 +188,6 @@ class UringBackend final : public Backend {
   void top_up(Ring& r);
   void refill();
   bool reclaim_for(const Ring& hungry);
-  uint32_t share_cap() const;
-  uint32_t share_floor() const;
-  void clamp_shares();
-  void decay_shares();
   void on_recv(Ring& r, uint32_t id, int res, unsigned flags);
 
   // ---- Closing and connecting (uring_backend.cpp) ----
@@ -217,28 +205,21 @@ class UringBackend final : public Backend {
   uint32_t max_rings_;
   int event_fd_;
   bool socket_commands_;
-  uint32_t chunks_ = 0;
-  uint32_t br_entries_ = 1;
+  uint32_t br_entries_ = 1;  // each buffer ring's size: the slice's chunk count, rounded up
   std::vector<std::unique_ptr<Ring>> rings_;
-  std::vector<uint16_t> chunk_ring_;
+  BufferShares shares_;  // what each ring's buffer ring may hold
   std::vector<Listener> listeners_;
   // Connect addresses: by token until the socket exists, then by (id | kPendingConnect).
   std::unordered_map<uint32_t, Address> connect_to_;
-  bool accept_dontwait_ = true;     // IORING_ACCEPT_DONTWAIT works (see accept_once)
-  uint64_t turns_ = 0;              // loop turns, for Ring::taken
-  uint32_t busy_rings_ = 0;         // rings the kernel took chunks from since the last decay
-  uint32_t busy_rings_before_ = 0;  // ... and in the second before
-  uint32_t starving_ = 0;           // rings with connections waiting for chunks
-  bool more_starved_ = false;       // refill left starved connections on rings that have chunks
-  std::vector<Ring*> hot_;          // rings other than 0 looked at every busy turn
+  bool accept_dontwait_ = true;  // IORING_ACCEPT_DONTWAIT works (see accept_once)
+  bool more_starved_ = false;    // refill left starved connections on rings that have chunks
+  std::vector<Ring*> hot_;       // rings other than 0 looked at every busy turn
   uint32_t turns_since_scan_ = 0;
   bool scan_cold_ = false;  // the eventfd fired: look at the cold rings
   std::vector<Ring*> to_publish_;
   std::vector<Ring*> hungry_;  // refill's list of starving rings (kept to reuse its memory)
-  uint64_t reclaims_ = 0;
   uint64_t event_value_ = 0;
   bool event_armed_ = false;
-  std::chrono::steady_clock::time_point last_decay_;
 };
 
 }  // namespace myriad::detail::uring
