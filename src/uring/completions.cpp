@@ -10,6 +10,7 @@ namespace myriad::detail::uring {
 // io_uring_enter and may keep the rest on a retry list without setting IORING_SQ_TASKRUN, so
 // a ring that completed anything may have more (maybe_more): busy turns pick it up with the
 // next work, and before sleeping the ring is entered once more, until an entry yields nothing.
+// Between rounds, the chunks let go of in the last one are published (see feed_between_rounds).
 unsigned UringBackend::reap(Ring& r) {
   unsigned total = 0;
   for (int round = 0; round < 64; ++round) {
@@ -23,6 +24,7 @@ unsigned UringBackend::reap(Ring& r) {
     io_uring_cq_advance(&r.ring, seen);
     total += seen;
     if ((sq_flags(r) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) == 0) break;
+    feed_between_rounds();
     clear_taskrun(r);
     io_uring_get_events(&r.ring);
   }

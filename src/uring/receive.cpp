@@ -12,11 +12,11 @@ void UringBackend::start_receive(uint32_t id) {
   Record& rec = shard_.record(id);
   if ((rec.io & (io::kArmed | io::kStarved | io::kClosing)) != 0) return;
   Ring& r = ring_of(id);
+  // Armed even when the ring is empty: a connection with nothing to say costs nothing, and one
+  // whose data finds the ring empty ends with ENOBUFS and waits in the starved queue. So only
+  // data waiting in a socket makes a ring starve (and take an idle ring's hoard back), never a
+  // connection that was just accepted.
   if (r.buffers.provided() == 0) top_up(r);
-  if (r.buffers.provided() == 0) {
-    starve(r, id);
-    return;
-  }
   arm_receive(r, id);
 }
 
@@ -49,6 +49,7 @@ void UringBackend::arm_receive(Ring& r, uint32_t id) {
   sqe->user_data = pack(kOpRecv, rec.gen, id);
   ++rec.ops;
   rec.io |= io::kArmed;
+  shares_.receive_armed(r.index);
 }
 
 void UringBackend::starve(Ring& r, uint32_t id) {
@@ -74,16 +75,19 @@ void UringBackend::on_recv(Ring& r, uint32_t id, int res, unsigned flags) {
   Record& rec = shard_.record(id);  // after on_received, which may have closed it
   --rec.ops;
   rec.io &= ~io::kArmed;
-  if ((rec.io & io::kClosing) != 0) {
-    finish_close(id);
-    return;
-  }
-  if (res == -ENOBUFS) {
+  bool closing = (rec.io & io::kClosing) != 0;
+  bool dry = res == -ENOBUFS && !closing;
+  if (dry) {
     shard_.on_buffer_starved();
     shares_.ran_dry(r.index, static_cast<uint32_t>(r.starved.size()));
     if (shard_.wants_receive(id)) starve(r, id);
+  }
+  shares_.receive_ended(r.index);  // after starve(): a ring with a connection waiting is in use
+  if (closing) {
+    finish_close(id);
     return;
   }
+  if (dry) return;
   if (res == 0) {
     shard_.on_receive_end(id, 0);
     return;
@@ -131,19 +135,36 @@ void UringBackend::top_up(Ring& r) {
   publish(r);
 }
 
+// Within a turn, between two rounds of a ring's deferred work: the chunks the last round let go
+// of (echoes sent) go to the kernel now, and free ones to starving rings, not at the end of the
+// turn. A burst of receives is run in rounds within one turn, and without this the later rounds
+// find the ring dry (ENOBUFS) while the chunks the earlier rounds freed wait for the next turn.
+void UringBackend::feed_between_rounds() {
+  if (shares_.any_starving() && shares_.free_count() > 0)
+    shares_.deal([this](uint32_t ring, uint32_t chunk) { provide(*rings_[ring], chunk); });
+  publish_all();
+}
+
 // Gives starving rings chunks from the shard's free list (dealt out in turn: see
-// BufferShares::deal) and re-arms their starved connections, one per chunk provided, oldest
-// first.
+// BufferShares::deal), takes an idle ring's hoard back when the free list is empty, and re-arms
+// the starved connections, one per chunk provided, oldest first. Costs nothing per ring that
+// does not starve.
 void UringBackend::refill() {
   more_starved_ = false;
   publish_all();
   if (!shares_.any_starving()) return;
   hungry_.clear();
-  for (auto& owned : rings_) {
-    if (!owned->starved.empty()) hungry_.push_back(owned.get());
+  for (uint32_t k : shares_.starving_rings()) hungry_.push_back(rings_[k].get());
+  for (Ring* r : hungry_) {
+    // Connections that stopped receiving or closed while they waited leave their entries
+    // behind; a ring whose queue holds only those starves no more.
+    while (!r->starved.empty() && (shard_.record(r->starved.front()).io & io::kStarved) == 0)
+      r->starved.pop_front();
+    if (r->starved.empty()) shares_.fed(r->index);
   }
   shares_.deal([this](uint32_t ring, uint32_t chunk) { provide(*rings_[ring], chunk); });
   for (Ring* r : hungry_) {
+    if (r->starved.empty()) continue;
     publish(*r);
     if (shares_.free_count() == 0 && reclaim_for(*r)) top_up(*r);
     uint32_t budget = r->buffers.provided();
@@ -165,23 +186,32 @@ void UringBackend::refill() {
   }
 }
 
-// A ring starves while the shard's free list is empty: take back the chunks a quiet ring
-// holds (BufferShares::victim_for says which). Its buffer ring is unregistered, what the kernel
-// had not consumed returns to the free list, and an empty ring is registered in its place; its
-// connections, if data comes, see ENOBUFS and wait their turn like everyone else. Safe because
-// with DEFER_TASKRUN the kernel picks buffers only inside our own io_uring_enter, and we have
-// handled every completion of that ring (no completion waits in its queue or overflow list).
+// A ring starves while the shard's free list is empty: take back the chunks an idle ring holds
+// (BufferShares::victim_for says which, and rules out doing it again and again). Its buffer ring
+// is unregistered, what the kernel had not consumed returns to the free list, and an empty ring
+// is registered in its place; its connections, if data comes, see ENOBUFS and wait their turn
+// like everyone else. Only with DEFER_TASKRUN, where the kernel picks buffers only inside our
+// own io_uring_enter, and only once every completion of that ring has been handled (none waits
+// in its queue or overflow list): then the kernel holds no chunk of it the shares do not know.
+// A submission queue that filled up this turn was submitted at once, and that ran the ring's
+// deferred work, so the ring may have completions since it was reaped: they are handled first.
 bool UringBackend::reclaim_for(const Ring& hungry) {
-  uint32_t index = shares_.victim_for(hungry.index, [this](uint32_t k) {
-    const Ring& r = *rings_[k];
-    return io_uring_cq_ready(&r.ring) == 0 && (sq_flags(r) & IORING_SQ_CQ_OVERFLOW) == 0;
-  });
+  if ((choice_.ring_flags & IORING_SETUP_DEFER_TASKRUN) == 0) return false;
+  uint32_t index = shares_.victim_for(hungry.index);
   if (index == BufferShares::kNone) return false;
   Ring& victim = *rings_[index];
+  auto quiescent = [&victim] {
+    return io_uring_cq_ready(&victim.ring) == 0 && (sq_flags(victim) & IORING_SQ_CQ_OVERFLOW) == 0;
+  };
+  if (!quiescent()) {
+    reap(victim);
+    if (!quiescent() || !shares_.may_take_back(index)) return false;
+  }
   bool taken = victim.buffers.take_back(
       victim.ring, [this, index](uint16_t bid) { shares_.reclaimed(index, bid); });
   if (!taken) return false;
   shares_.taken_back(index);
+  top_up(victim);  // the few it keeps, if its connections are still there
   return true;
 }
 

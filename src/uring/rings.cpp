@@ -4,8 +4,8 @@
 // signalling off; cold ones always signal (see uring_backend.cpp's header for why no wakeup is
 // lost and why a busy turn costs nothing per cold ring).
 #include <algorithm>
-#include <cassert>
 #include <atomic>
+#include <cassert>
 #include <cstring>
 #include <memory>
 #include <stdexcept>

@@ -24,13 +24,20 @@
 //   submits everything queued in that turn and waits; the ring fd is registered.
 // - Multishot accept and multishot receive. Receive buffers come from a provided buffer ring fed
 //   from the shard's slice of the pool, so an idle connection holds no buffer: the kernel picks a
-//   chunk when data arrives. A chunk goes back to the ring it came from when the handler lets go
-//   of it, or to the shard's free list when that ring holds its share.
+//   chunk when data arrives. A receive is armed even on an empty ring (only data waiting makes a
+//   ring starve). A chunk goes back to the ring it came from when the handler lets go of it, or
+//   to the shard's free list when that ring holds its share; freed chunks are published between
+//   the rounds of deferred work within a turn, so a burst's later rounds can use them.
 // - ENOBUFS is flow control: the receive ended because the ring ran dry; the connection waits in
 //   its ring's starved queue and is re-armed, first come first served, as chunks come back. The
 //   ring's share grows while it starves and decays when it does not (never below twice its
-//   largest burst, never above an equal part of the slice among the rings in use); chunks freed
-//   while several rings starve are dealt out to them in turn. The socket keeps the bytes.
+//   largest burst, never above an equal part of the slice among the rings taking chunks now);
+//   chunks freed while several rings starve are dealt out to them in turn. The socket keeps the
+//   bytes. A chunk in a buffer ring comes back only when the kernel takes it, so when a ring
+//   starves and the free list is empty, a ring that does not need its chunks (no receive armed,
+//   quiet, or far above its share) gives them back: its buffer ring is unregistered and
+//   registered again, empty. The rules are BufferShares' (buffer_shares.hpp, no liburing in it,
+//   unit-tested), the calls BufferRing's.
 // - An operation owns its memory until its last completion: a record is not reused, and its
 //   output queue not freed, until every operation on it has completed (ops counter); closing is
 //   cancel-all-on-descriptor, wait for the completions, then close the direct descriptor.

@@ -186,6 +186,7 @@ class UringBackend final : public Backend {
   void publish(Ring& r);
   void publish_all();
   void top_up(Ring& r);
+  void feed_between_rounds();
   void refill();
   bool reclaim_for(const Ring& hungry);
   void on_recv(Ring& r, uint32_t id, int res, unsigned flags);
