@@ -12,12 +12,13 @@ void UringBackend::start_receive(uint32_t id) {
   Record& rec = shard_.record(id);
   if ((rec.io & (io::kArmed | io::kStarved | io::kClosing)) != 0) return;
   Ring& r = ring_of(id);
-  // Armed even when the ring is empty: a connection with nothing to say costs nothing, and one
-  // whose data finds the ring empty ends with ENOBUFS and waits in the starved queue. So only
-  // data waiting in a socket makes a ring starve (and take an idle ring's hoard back), never a
-  // connection that was just accepted.
+  // Armed even when the ring is empty, waiting for data first (the kernel picks a buffer before
+  // it tries a receive, so without POLL_FIRST an empty ring ends it with ENOBUFS at once): a
+  // connection with nothing to say costs nothing, and one whose data finds the ring still empty
+  // ends with ENOBUFS and waits in the starved queue. So only data waiting in a socket makes a
+  // ring starve (and take an idle ring's chunks back), never a connection just accepted.
   if (r.buffers.provided() == 0) top_up(r);
-  arm_receive(r, id);
+  arm_receive(r, id, r.buffers.provided() == 0);
 }
 
 void UringBackend::stop_receive(uint32_t id) {
@@ -32,10 +33,11 @@ void UringBackend::stop_receive(uint32_t id) {
   rec.io |= io::kCancelling;
 }
 
-void UringBackend::arm_receive(Ring& r, uint32_t id) {
+void UringBackend::arm_receive(Ring& r, uint32_t id, bool poll_first) {
   Record& rec = shard_.record(id);
   io_uring_sqe* sqe = get_sqe(r);
   io_uring_prep_recv_multishot(sqe, static_cast<int>(id - r.first_id), nullptr, 0, 0);
+  if (poll_first) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
   if (choice_.receive_limits) {
     // At most a few chunks per pass, for fairness between connections, and in all no more
     // than the connection's remaining share of the pool: the receive then ends by itself and

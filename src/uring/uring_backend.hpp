@@ -180,7 +180,8 @@ class UringBackend final : public Backend {
   void on_accept(uint32_t ring_index, uint16_t index, int res, unsigned flags);
 
   // ---- Receiving and its buffers (receive.cpp) ----
-  void arm_receive(Ring& r, uint32_t id);
+  // poll_first: wait for data before picking a buffer (for a ring with none provided).
+  void arm_receive(Ring& r, uint32_t id, bool poll_first = false);
   void starve(Ring& r, uint32_t id);
   void provide(Ring& r, uint32_t chunk);
   void publish(Ring& r);
