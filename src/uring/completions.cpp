@@ -75,7 +75,7 @@ void UringBackend::handle(Ring& r, uint64_t ud, int res, unsigned flags) {
       Record& rec = shard_.record(id);
       --rec.ops;
       connect_to_.erase(id | ShardImpl::kPendingConnect);
-      if ((rec.io & io::kClosing) == 0) shard_.on_connected(id, res);
+      if (!io::closing(rec)) shard_.on_connected(id, res);
       finish_close(id);
       break;
     }

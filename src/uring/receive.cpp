@@ -10,7 +10,7 @@ namespace myriad::detail::uring {
 
 void UringBackend::start_receive(uint32_t id) {
   Record& rec = shard_.record(id);
-  if ((rec.io & (io::kArmed | io::kStarved | io::kClosing)) != 0) return;
+  if (io::armed(rec) || io::starved(rec) || io::closing(rec)) return;
   Ring& r = ring_of(id);
   // Armed even when the ring is empty, waiting for data first (the kernel picks a buffer before
   // it tries a receive, so without POLL_FIRST an empty ring ends it with ENOBUFS at once): a
@@ -24,7 +24,7 @@ void UringBackend::start_receive(uint32_t id) {
 void UringBackend::stop_receive(uint32_t id) {
   Record& rec = shard_.record(id);
   rec.io &= ~io::kStarved;  // its queue entry is skipped
-  if ((rec.io & io::kArmed) == 0 || (rec.io & io::kCancelling) != 0) return;
+  if (!io::armed(rec) || (rec.io & io::kCancelling) != 0) return;
   Ring& r = ring_of(id);
   io_uring_sqe* sqe = get_sqe(r);
   io_uring_prep_cancel64(sqe, pack(kOpRecv, rec.gen, id), 0);
@@ -56,7 +56,7 @@ void UringBackend::arm_receive(Ring& r, uint32_t id, bool poll_first) {
 
 void UringBackend::starve(Ring& r, uint32_t id) {
   Record& rec = shard_.record(id);
-  if ((rec.io & io::kStarved) != 0) return;
+  if (io::starved(rec)) return;
   rec.io |= io::kStarved;
   if (r.starved.empty()) shares_.starving(r.index);
   r.starved.push_back(id);
@@ -77,7 +77,7 @@ void UringBackend::on_recv(Ring& r, uint32_t id, int res, unsigned flags) {
   Record& rec = shard_.record(id);  // after on_received, which may have closed it
   --rec.ops;
   rec.io &= ~io::kArmed;
-  bool closing = (rec.io & io::kClosing) != 0;
+  bool closing = io::closing(rec);
   bool dry = res == -ENOBUFS && !closing;
   if (dry) {
     shard_.on_buffer_starved();
@@ -160,7 +160,7 @@ void UringBackend::refill() {
   for (Ring* r : hungry_) {
     // Connections that stopped receiving or closed while they waited leave their entries
     // behind; a ring whose queue holds only those starves no more.
-    while (!r->starved.empty() && (shard_.record(r->starved.front()).io & io::kStarved) == 0)
+    while (!r->starved.empty() && !io::starved(shard_.record(r->starved.front())))
       r->starved.pop_front();
     if (r->starved.empty()) shares_.fed(r->index);
   }
@@ -174,9 +174,9 @@ void UringBackend::refill() {
       uint32_t id = r->starved.front();
       r->starved.pop_front();
       Record& rec = shard_.record(id);
-      if ((rec.io & io::kStarved) == 0) continue;
+      if (!io::starved(rec)) continue;
       rec.io &= ~io::kStarved;
-      if ((rec.io & (io::kArmed | io::kClosing)) != 0 || !shard_.wants_receive(id)) continue;
+      if (io::armed(rec) || io::closing(rec) || !shard_.wants_receive(id)) continue;
       arm_receive(*r, id);
       --budget;
     }

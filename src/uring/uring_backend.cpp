@@ -118,7 +118,7 @@ void UringBackend::shutdown_write(uint32_t id) {
 
 void UringBackend::close(uint32_t id, bool reset) {
   Record& rec = shard_.record(id);
-  if ((rec.io & io::kClosing) != 0) return;
+  if (io::closing(rec)) return;
   rec.io |= io::kClosing;
   rec.io &= ~io::kStarved;
   Ring& r = ring_of(id);
@@ -141,7 +141,7 @@ void UringBackend::close(uint32_t id, bool reset) {
 
 void UringBackend::finish_close(uint32_t id) {
   Record& rec = shard_.record(id);
-  if ((rec.io & io::kClosing) == 0 || (rec.io & io::kCloseSent) != 0 || rec.ops != 0) return;
+  if (!io::closing(rec) || (rec.io & io::kCloseSent) != 0 || rec.ops != 0) return;
   Ring& r = ring_of(id);
   io_uring_sqe* sqe = get_sqe(r);
   io_uring_prep_close_direct(sqe, id - r.first_id);

@@ -46,11 +46,6 @@ constexpr uint32_t kSocketCmdSetsockopt = 3;  // SOCKET_URING_OP_SETSOCKOPT (Lin
 
 constexpr unsigned kSqEntries = 1024;
 constexpr unsigned kCqEntries = 4 * kSqEntries;
-// Slots left free in a ring before accepting moves to the next one: a multishot accept that
-// finds the table full loses that connection (the kernel closes it), and the shard sees accepts
-// only between rounds of deferred work: at most about 20 task-work items of up to 32 accepts
-// each, 640, arrive before it can move on. So 1,024 on full-size rings: no connection is lost.
-// (accept_margin() in backend.hpp: 1,024, or a quarter of a small ring.)
 // Busy turns a hot ring may sit idle before it is no longer looked at every turn.
 constexpr uint32_t kQuietTurns = 64;
 // Busy turns between looks at every ring: a safety net only, since a cold ring signals the
@@ -100,6 +95,16 @@ constexpr uint8_t kCancelling = 1 << 1;  // its cancel is in flight
 constexpr uint8_t kStarved = 1 << 2;     // waiting in its ring's starved queue
 constexpr uint8_t kClosing = 1 << 3;
 constexpr uint8_t kCloseSent = 1 << 4;
+
+inline bool armed(const Record& r) {
+  return (r.io & kArmed) != 0;
+}
+inline bool starved(const Record& r) {
+  return (r.io & kStarved) != 0;
+}
+inline bool closing(const Record& r) {
+  return (r.io & kClosing) != 0;
+}
 }  // namespace io
 
 void prep_setsockopt(io_uring_sqe* sqe, uint32_t slot, int level, int name, const void* value,
@@ -128,7 +133,6 @@ class UringBackend final : public Backend {
   UringBackend(ShardImpl& shard, const BackendChoice& choice, uint32_t capacity, int event_fd);
   ~UringBackend() override;
 
-  uint32_t capacity() const override { return max_rings_ * slots_; }
   std::string describe() const override;
 
   void add_listener(int fd, uint16_t listener) override;
