@@ -39,8 +39,11 @@ struct BackendChoice {
 // direct-descriptor table is capped by it, and so is the epoll backend's capacity).
 uint32_t fd_limit();
 
-// Slots of an io_uring ring that accepting leaves free (see kAcceptMargin): a ring holds
-// slots - accept_margin(slots) accepted connections.
+// Slots of an io_uring ring that accepting leaves free: a ring holds slots - accept_margin(slots)
+// accepted connections. A multishot accept that finds the table full loses that connection
+// (the kernel closes it), and the shard sees accepts only between rounds of deferred work: at
+// most about 20 task-work items of up to 32 accepts each, 640, arrive before it can move the
+// accept to the next ring. So 1,024 on full-size rings, a quarter of a small one.
 inline uint32_t accept_margin(uint32_t slots) {
   return std::min<uint32_t>(1024, slots / 4);
 }
@@ -52,9 +55,6 @@ BackendChoice choose_backend(BackendKind wanted);
 class Backend {
  public:
   virtual ~Backend() = default;
-
-  // Connection ids this backend hands out lie in [0, capacity()).
-  virtual uint32_t capacity() const = 0;
 
   // Starts accepting on a listening socket (owned by the shard). listener is echoed back in
   // ShardImpl::on_accepted.

@@ -8,8 +8,9 @@
 namespace myriad::detail {
 
 // The memory belongs to the runtime (one mapping for all shards, made once at start-up); this
-// object only hands out chunk ids. Used from its shard's thread only. The free list is LIFO so
-// that the chunks in use stay few and warm in cache.
+// object only hands out chunk ids. Used from its shard's thread only, by its backend (the
+// io_uring backend through BufferShares). The free list is LIFO so that the chunks in use stay
+// few and warm in cache.
 class BufferPool {
  public:
   BufferPool() = default;
@@ -19,9 +20,6 @@ class BufferPool {
   uint32_t chunk_size() const { return chunk_size_; }
   uint32_t count() const { return count_; }
   uint32_t free_count() const { return static_cast<uint32_t>(free_.size()); }
-  bool contains(const std::byte* p) const {
-    return p >= base_ && p < base_ + std::size_t{count_} * chunk_size_;
-  }
 
   // Takes a free chunk; false when none is left.
   bool take(uint32_t& id) {

@@ -20,13 +20,12 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -66,6 +65,11 @@ constexpr uint64_t kEventTag = uint64_t{1} << 62;
 // Chunks read from one connection before moving on to the next.
 constexpr int kReadsPerTurn = 4;
 
+// Whether the record's slot holds a connection (until the shard's on_closed).
+inline bool is_open(const Record& r) {
+  return (r.flags & flag::kOpen) != 0;
+}
+
 namespace io {
 constexpr uint8_t kReadable = 1 << 0;  // an edge said readable and we have not drained it
 constexpr uint8_t kInReady = 1 << 1;   // queued in ready_
@@ -96,8 +100,6 @@ class EpollBackend final : public Backend {
     if (reserve_fd_ >= 0) ::close(reserve_fd_);
     if (epfd_ >= 0) ::close(epfd_);
   }
-
-  uint32_t capacity() const override { return capacity_; }
 
   std::string describe() const override {
     return "epoll, " + std::to_string(capacity_) + " descriptors (RLIMIT_NOFILE)";
@@ -227,7 +229,7 @@ class EpollBackend final : public Backend {
   void close_all() override {
     for (uint32_t id = 0; id < capacity_; ++id) {
       Record& r = shard_.record(id);
-      if ((r.flags & flag::kOpen) == 0) continue;
+      if (!is_open(r)) continue;
       ::close(static_cast<int>(id));
       r.io = 0;
     }
@@ -283,7 +285,7 @@ class EpollBackend final : public Backend {
 
   void on_event(uint32_t id, uint32_t ev) {
     Record& r = shard_.record(id);
-    if ((r.flags & flag::kOpen) == 0) return;
+    if (!is_open(r)) return;
     if ((ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0) {
       if ((r.io & io::kConnecting) != 0) {
         r.io &= ~io::kConnecting;
@@ -291,13 +293,13 @@ class EpollBackend final : public Backend {
         socklen_t len = sizeof(error);
         ::getsockopt(static_cast<int>(id), SOL_SOCKET, SO_ERROR, &error, &len);
         shard_.on_connected(id, -error);
-        if ((shard_.record(id).flags & flag::kOpen) == 0 || error != 0) return;
+        if (!is_open(shard_.record(id)) || error != 0) return;
       } else if ((r.io & io::kWaitWrite) != 0) {
         r.io &= ~io::kWaitWrite;
         msghdr* msg = pending_send_[id];
         pending_send_[id] = nullptr;
         send(id, msg);
-        if ((shard_.record(id).flags & flag::kOpen) == 0) return;
+        if (!is_open(shard_.record(id))) return;
       }
     }
     if ((ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
@@ -315,9 +317,9 @@ class EpollBackend final : public Backend {
     for (uint32_t id : work_) {
       Record& r = shard_.record(id);
       r.io &= ~io::kInReady;
-      if ((r.flags & flag::kOpen) == 0) continue;
+      if (!is_open(r)) continue;
       read_some(id);
-      if ((shard_.record(id).flags & flag::kOpen) != 0) shard_.flush_early(id);
+      if (is_open(shard_.record(id))) shard_.flush_early(id);
     }
   }
 
@@ -326,7 +328,7 @@ class EpollBackend final : public Backend {
     BufferPool& pool = shard_.pool();
     for (int k = 0; k < kReadsPerTurn; ++k) {
       Record& r = shard_.record(id);
-      if ((r.flags & flag::kOpen) == 0 ||
+      if (!is_open(r) ||
           (r.io & (io::kWantRead | io::kReadable)) != (io::kWantRead | io::kReadable)) {
         return;
       }
