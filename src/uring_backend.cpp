@@ -585,7 +585,21 @@ class UringBackend final : public Backend {
       if (r->used + margin() < slots_) return r.get();
     }
     if (rings_.size() >= max_rings_) return nullptr;
-    add_ring();
+    std::size_t before = rings_.size();
+    try {
+      add_ring();
+    } catch (const std::exception&) {
+      // Each ring is a descriptor in the process table (io_uring_setup fails with EMFILE at
+      // RLIMIT_NOFILE) and needs memory. Without a new ring the shard goes on with the rings it
+      // has: an accept armed on a full one has the kernel close each new connection (ENFILE,
+      // counted), so none is left hanging in the backlog and the shard keeps serving.
+      if (rings_.size() > before) {
+        io_uring_queue_exit(&rings_.back()->ring);
+        if (rings_.back()->br != nullptr) ::munmap(rings_.back()->br, rings_.back()->br_bytes);
+        rings_.pop_back();
+      }
+      return rings_.back().get();
+    }
     return rings_.back().get();
   }
 
@@ -1064,7 +1078,17 @@ class UringBackend final : public Backend {
     --r.used;
     shard_.on_closed(id);
     for (std::size_t i = 0; i < listeners_.size(); ++i) {
-      if (listeners_[i].active && listeners_[i].ring < 0) arm_accept(static_cast<uint16_t>(i));
+      Listener& l = listeners_[i];
+      if (!l.active) continue;
+      if (l.ring < 0) {
+        arm_accept(static_cast<uint16_t>(i));
+      } else if (rings_[static_cast<uint32_t>(l.ring)]->used + margin() >= slots_ &&
+                 r.used + margin() < slots_) {
+        // Armed on a full ring because no ring could be added (see ring_with_room): move to
+        // the room just freed rather than have the kernel close the next connection.
+        cancel_accept(static_cast<uint16_t>(i));
+        arm_accept(static_cast<uint16_t>(i));
+      }
     }
   }
 
