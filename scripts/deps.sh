@@ -4,6 +4,8 @@
 set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config git liburing-dev libgtest-dev libgmock-dev
           libbenchmark-dev libseccomp-dev libboost-dev libuv1-dev python3 python3-matplotlib procps socat util-linux)
+# The tests: a JSON parser for myriad-load's reports, strace to count an idle server's calls.
+packages+=(nlohmann-json3-dev strace)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
