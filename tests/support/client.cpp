@@ -168,6 +168,10 @@ void Socket::reset_hard() {
   reset();
 }
 
+void Socket::set_send_buffer(int bytes) {
+  ::setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+}
+
 void Socket::set_nonblocking() {
   ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
 }

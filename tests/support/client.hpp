@@ -67,6 +67,8 @@ class Socket {
   // Close with RST instead of FIN.
   void reset_hard();
   void set_nonblocking();
+  // SO_SNDBUF: how much the kernel keeps for us once the peer stops reading.
+  void set_send_buffer(int bytes);
 
  private:
   int fd_ = -1;
