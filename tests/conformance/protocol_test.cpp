@@ -155,11 +155,11 @@ class Echo final : public myriad::Handler {
 TEST_P(ProtocolTest, OutboundConnectionsEchoAndReportRefusal) {
   Echo echo;
   test::Server server(config(), echo);
+  Client client;  // before the runtime that calls it, so it outlives it
   myriad::Config cfg = config();
   cfg.shards = 1;
   myriad::Runtime client_rt(cfg);
   client_rt.start();
-  Client client;
   int marker = 0;
   client_rt.shard(0).connect(server.address(), client, &marker);
   ASSERT_TRUE(test::eventually([&] {
@@ -193,12 +193,18 @@ TEST_P(ProtocolTest, OutboundConnectionsEchoAndReportRefusal) {
 // Outbound connects that fail for other reasons than a refusal are reported the same way:
 // on_close(kConnectFailed) with the errno and the user pointer, counted, and nothing opened.
 TEST_P(ProtocolTest, OutboundConnectFailuresOtherThanRefusedAreReported) {
+  // The handlers and the server first: they outlive the client runtime that calls them.
+  Client client;
+  class Quiet final : public myriad::Handler {
+    void on_data(myriad::Connection, myriad::Chunk) override {}
+  } holder;
+  Echo echo;
+  test::Server server(config(), echo);
   myriad::Config cfg = config();
   cfg.shards = 1;
   cfg.max_connections = 1;
   myriad::Runtime client_rt(cfg);
   client_rt.start();
-  Client client;
   auto wait_closes = [&](std::size_t n) {
     return test::eventually([&] {
       std::lock_guard lock(client.mutex);
@@ -210,11 +216,6 @@ TEST_P(ProtocolTest, OutboundConnectFailuresOtherThanRefusedAreReported) {
   client_rt.shard(0).connect(myriad::Address::parse("224.0.0.1:9"), client, &unreachable);
   ASSERT_TRUE(wait_closes(1));
   // Past max_connections (one, held by a connection to a live server): refused locally.
-  Echo echo;
-  test::Server server(config(), echo);
-  class Quiet final : public myriad::Handler {
-    void on_data(myriad::Connection, myriad::Chunk) override {}
-  } holder;
   client_rt.shard(0).connect(server.address(), holder, nullptr);
   ASSERT_TRUE(test::eventually([&] { return client_rt.counters().open == 1; }));
   int over_limit = 0;
