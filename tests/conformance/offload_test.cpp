@@ -102,6 +102,12 @@ TEST_P(OffloadTest, AFullQueueStopsReadingInsteadOfQueueingWithoutBound) {
   std::size_t sent = c.send_until_peer_stops_reading(payload, payload.size(), stalled);
   ASSERT_TRUE(stalled) << "the server kept reading (" << sent
                        << " bytes taken) while none of its jobs could run";
+  // The window may close before the shard has read up to its bound: once a job waits, push
+  // again until it closes again.
+  ASSERT_TRUE(test::eventually([&] { return server.counters().offload_waits > 0; }))
+      << "the queue never filled: the waiting path was not reached";
+  sent += c.send_until_peer_stops_reading(payload.substr(sent), payload.size() - sent, stalled);
+  ASSERT_TRUE(stalled);
   myriad::Counters held = server.counters();
   // In the system: the job the worker holds, worker_queue in the pool's queue, the one that
   // found the queue full and waits on the shard, and what the receive already on its way when
