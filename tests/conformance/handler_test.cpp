@@ -145,8 +145,11 @@ TEST_P(HandlerTest, AStaleHandleDoesNothingEvenWhenItsSlotHoldsANewConnection) {
     std::lock_guard lock(handler.mutex);
     return handler.first_closed;
   }));
-  // Open connections one at a time until one gets the first one's slot.
+  // Open connections one at a time until one gets the first one's slot, each closed (on both
+  // sides) before the next: with epoll ids are descriptors, and the test's own sockets take
+  // descriptors from the same table.
   for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(test::eventually([&] { return server.counters().open == 0; }));
     test::Socket s = server.connect();
     ASSERT_TRUE(test::eventually([&] {
       std::lock_guard lock(handler.mutex);
@@ -178,12 +181,14 @@ TEST_P(HandlerTest, AStaleHandleDoesNothingEvenWhenItsSlotHoldsANewConnection) {
 class Reasons final : public myriad::Handler {
  public:
   void on_data(myriad::Connection c, myriad::Chunk) override {
-    c.send(std::string(4 << 20, 'b'));  // more than the client will read before the stop
+    c.send(std::string(16 << 20, 'b'));  // far more than the kernel's buffers take
+    ++busy;
   }
   void on_close(myriad::Connection, CloseReason reason, int error) override {
     std::lock_guard lock(mutex);
     reasons.emplace_back(reason, error);
   }
+  std::atomic<int> busy{0};
   std::mutex mutex;
   std::vector<std::pair<CloseReason, int>> reasons;
 };
@@ -191,7 +196,7 @@ class Reasons final : public myriad::Handler {
 void expect_shutdown_reaches_the_handler(myriad::Config cfg) {
   Reasons handler;
   cfg.drain_timeout = 200ms;
-  cfg.max_write_queue = 8 << 20;
+  cfg.max_write_queue = 32 << 20;
   test::Server server(cfg, handler);
   std::vector<test::Socket> clients;
   for (int i = 0; i < 3; ++i) clients.push_back(server.connect());  // idle
@@ -199,7 +204,12 @@ void expect_shutdown_reaches_the_handler(myriad::Config cfg) {
     clients.push_back(server.connect(4096));
     ASSERT_TRUE(clients.back().send_all("busy"));  // megabytes queued, never read
   }
-  ASSERT_TRUE(test::eventually([&] { return server.counters().queued_bytes > (3u << 20); }));
+  // All six reached the handler, and the busy ones have megabytes queued (the kernel's
+  // buffers take a few at most).
+  ASSERT_TRUE(test::eventually([&] {
+    myriad::Counters c = server.counters();
+    return c.accepted == 6 && handler.busy == 3 && c.queued_bytes > (24u << 20);
+  }));
   server.stop();
   std::lock_guard lock(handler.mutex);
   ASSERT_EQ(handler.reasons.size(), 6u);
