@@ -129,7 +129,12 @@ TEST_P(ManyRingsTest, SlotsFreedOnEarlyRingsAreReusedAndLateRingsStillServe) {
   }
   EXPECT_GT(reused, 0u) << "no freed slot was given to a new connection";
   EXPECT_GT(on_ring0, 0u) << "ring 0's freed slots were not reused";
-  EXPECT_LE(last_ring_after, last_ring_before) << "a new ring was added while old ones had room";
+  // 350 open at the end fit in ceil(350 / 96) rings (a ring accepts until 32 of its 128 slots
+  // are left); without reuse, the 500 opened in all would need more.
+  const uint32_t usable = slots - slots / 4;
+  const uint32_t rings_needed = (350 + usable - 1) / usable;
+  EXPECT_LT(std::max(last_ring_after, last_ring_before), rings_needed)
+      << "rings were added while freed slots on old ones were free";
   // Every open connection answered, on every ring that holds one.
   std::set<uint32_t> rings_open, rings_echoed;
   std::set<uint32_t> open_ids(rec.opened.begin(), rec.opened.end());
