@@ -7,6 +7,8 @@ packages=(build-essential cmake ninja-build pkg-config git liburing-dev libgtest
           node-llhttp curl clang-14 libclang-rt-14-dev libhttp-parser-dev valgrind
           libssl-dev zlib1g-dev python3-websockets chromium
           redis-server nats-server nginx libnginx-mod-nchan)
+# The tests: a JSON parser for myriad-load's reports, strace to count an idle server's calls.
+packages+=(nlohmann-json3-dev strace)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
 # Runs every test, as CI does: installs what it needs (Debian packages), then builds and runs
-# the whole suite twice: the release build, and under AddressSanitizer + UndefinedBehaviorSanitizer.
-# MYRIAD_TEST_PRESETS="release asan tsan" picks other presets (see CMakePresets.json).
+# the whole suite under the release build and under AddressSanitizer + UndefinedBehaviorSanitizer,
+# and the conformance suite (where the threads meet: shards, workers, posts) under
+# ThreadSanitizer. Warnings are errors in src/, apps/ and tests/ (MYRIAD_WERROR).
+# MYRIAD_TEST_PRESETS="release asan tsan debug" picks other presets (see CMakePresets.json).
 # Then the libFuzzer targets (clang, the fuzz preset), each for a short fixed number of inputs;
 # MYRIAD_TEST_FUZZ=0 leaves them out (scripts/fuzz.sh runs them for longer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
-presets=${MYRIAD_TEST_PRESETS:-release asan}
+presets=${MYRIAD_TEST_PRESETS:-release asan tsan}
+start=$SECONDS
 for preset in $presets; do
+  targets=()
+  select=()
+  if [ "$preset" = tsan ]; then
+    targets=(--target conformance_tests)
+    select=(-L conformance)
+  fi
   echo "== tests: $preset build =="
   cmake --preset "$preset" >/dev/null
-  cmake --build --preset "$preset" -j "$(nproc)"
-  ctest --preset "$preset"
+  cmake --build --preset "$preset" -j "$(nproc)" "${targets[@]}"
+  ctest --preset "$preset" "${select[@]}"
 done
 if [ "${MYRIAD_TEST_FUZZ:-1}" != 0 ]; then
   echo "== tests: fuzz build (libFuzzer targets, a fixed number of inputs each) =="
@@ -21,4 +30,4 @@ if [ "${MYRIAD_TEST_FUZZ:-1}" != 0 ]; then
   ctest --preset fuzz
   presets="$presets fuzz"
 fi
-echo "== all tests passed ($presets) =="
+echo "== all tests passed ($presets) in $((SECONDS - start)) s =="

@@ -446,12 +446,18 @@ bool ShardImpl::conn_valid(uint32_t id, uint16_t gen) const {
   return r.gen == gen && (r.flags & (flag::kLive | flag::kClosing)) == flag::kLive;
 }
 
+// A connection closing at the handler's request, or shutting down its write side, takes no
+// more output. One closing because the runtime shuts down does: the drain waits for its
+// offloads so that their results still go out.
+bool ShardImpl::refuses_output(const Record& r) const {
+  if ((r.flags & (flag::kShutAfterFlush | flag::kWriteShut)) != 0) return true;
+  return (r.flags & flag::kCloseAfterFlush) != 0 &&
+         !(draining_ && r.close_reason == static_cast<uint8_t>(CloseReason::kShutdown));
+}
+
 bool ShardImpl::send_chunk(uint32_t id, uint16_t gen, Chunk&& chunk) {
   Record* r = live(id, gen);
-  if (r == nullptr ||
-      (r->flags & (flag::kCloseAfterFlush | flag::kShutAfterFlush | flag::kWriteShut)) != 0) {
-    return false;
-  }
+  if (r == nullptr || refuses_output(*r)) return false;
   if (chunk.empty()) return true;
   if (chunk.shard_ != this) {  // another shard's chunk: copy, and its shard takes it back
     return send_copy(id, gen, chunk.bytes());
@@ -474,10 +480,7 @@ bool ShardImpl::send_chunk(uint32_t id, uint16_t gen, Chunk&& chunk) {
 
 bool ShardImpl::send_copy(uint32_t id, uint16_t gen, std::span<const std::byte> data) {
   Record* r = live(id, gen);
-  if (r == nullptr ||
-      (r->flags & (flag::kCloseAfterFlush | flag::kShutAfterFlush | flag::kWriteShut)) != 0) {
-    return false;
-  }
+  if (r == nullptr || refuses_output(*r)) return false;
   if (data.empty()) return true;
   Ext& e = ext(id);
   counters_.queued_bytes.add(data.size());

@@ -229,6 +229,7 @@ class ShardImpl final : public Shard {
   void open_connection(uint32_t id, uint8_t handler, void* user, bool outbound);
   void update_receiving(uint32_t id);
   void mark_dirty(uint32_t id);
+  bool refuses_output(const detail::Record& r) const;
   void clear_output(detail::Ext& e);
   void flush();
   void flush_one(uint32_t id);

@@ -94,8 +94,11 @@ void UringBackend::on_accept(uint32_t ring_index, uint16_t index, int res, unsig
     Ring& r = *rings_[ring_index];
     adopt_accepted(r, res, index);
     l.errors = 0;
-    if (current && (flags & IORING_CQE_F_MORE) != 0 && r.used + margin() >= slots_) {
-      cancel_accept(index);  // this ring is nearly full: accept on the next one
+    // This ring is nearly full: accept on the next one, if there is one (see ring_with_room:
+    // when no ring can be added, the accept stays here rather than be re-armed in its place).
+    if (current && (flags & IORING_CQE_F_MORE) != 0 && r.used + margin() >= slots_ &&
+        ring_with_room() != &r) {
+      cancel_accept(index);
       arm_accept(index);
     }
   } else if (res != -ECANCELED) {

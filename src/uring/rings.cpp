@@ -246,7 +246,21 @@ Ring* UringBackend::ring_with_room() {
     if (r->used + margin() < slots_) return r.get();
   }
   if (rings_.size() >= max_rings_) return nullptr;
-  add_ring();
+  std::size_t before = rings_.size();
+  try {
+    add_ring();
+  } catch (const std::exception&) {
+    // Each ring is a descriptor in the process table (io_uring_setup fails with EMFILE at
+    // RLIMIT_NOFILE) and needs memory. Without a new ring the shard goes on with the rings it
+    // has: an accept armed on a full one has the kernel close each new connection (ENFILE,
+    // counted), so none is left hanging in the backlog and the shard keeps serving. A ring
+    // half set up is undone (its share was not added yet: that is add_ring's last step).
+    if (rings_.size() > before) {
+      io_uring_queue_exit(&rings_.back()->ring);
+      rings_.back()->buffers.destroy();
+      rings_.pop_back();
+    }
+  }
   return rings_.back().get();
 }
 

@@ -157,7 +157,17 @@ void UringBackend::on_close_done(Ring& r, uint32_t id) {
   --r.used;
   shard_.on_closed(id);
   for (std::size_t i = 0; i < listeners_.size(); ++i) {
-    if (listeners_[i].active && listeners_[i].ring < 0) arm_accept(static_cast<uint16_t>(i));
+    Listener& l = listeners_[i];
+    if (!l.active) continue;
+    if (l.ring < 0) {
+      arm_accept(static_cast<uint16_t>(i));
+    } else if (rings_[static_cast<uint32_t>(l.ring)]->used + margin() >= slots_ &&
+               r.used + margin() < slots_) {
+      // Armed on a full ring because no ring could be added (see ring_with_room): move to
+      // the room just freed rather than have the kernel close the next connection.
+      cancel_accept(static_cast<uint16_t>(i));
+      arm_accept(static_cast<uint16_t>(i));
+    }
   }
 }
 

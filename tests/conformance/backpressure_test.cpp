@@ -7,7 +7,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -20,62 +22,82 @@ using namespace std::chrono_literals;
 using myriad::CloseReason;
 using test::BackendTest;
 
-class Echo final : public myriad::Handler {
+// Echoes, and records for each connection the most output it ever had queued and how often it
+// crossed its high watermark.
+class MeasuringEcho final : public myriad::Handler {
  public:
-  void on_data(myriad::Connection c, myriad::Chunk data) override { c.send(std::move(data)); }
+  struct Seen {
+    std::size_t max_queued = 0;
+    int above_edges = 0;
+  };
+  void on_data(myriad::Connection c, myriad::Chunk data) override {
+    c.send(std::move(data));
+    std::lock_guard lock(mutex_);
+    Seen& s = seen_[key(c)];
+    s.max_queued = std::max(s.max_queued, c.queued());
+  }
+  void on_write_watermark(myriad::Connection c, bool above) override {
+    std::lock_guard lock(mutex_);
+    if (above) ++seen_[key(c)].above_edges;
+  }
+  std::map<std::pair<unsigned, uint32_t>, Seen> seen() {
+    std::lock_guard lock(mutex_);
+    return seen_;
+  }
+
+ private:
+  static std::pair<unsigned, uint32_t> key(myriad::Connection c) {
+    return {c.shard().index(), c.id()};
+  }
+  std::mutex mutex_;
+  std::map<std::pair<unsigned, uint32_t>, Seen> seen_;
 };
 
-// Writes as much as the server takes, never reading, until it stops taking for a while.
-std::size_t flood_without_reading(test::Socket& s, std::size_t limit) {
-  s.set_nonblocking();
-  std::string block = test::random_bytes(65536, 77);
-  std::size_t sent = 0;
-  auto stalled_since = std::chrono::steady_clock::now();
-  while (sent < limit && std::chrono::steady_clock::now() - stalled_since < 500ms) {
-    ssize_t n = ::send(s.fd(), block.data(), block.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) {
-      sent += static_cast<std::size_t>(n);
-      stalled_since = std::chrono::steady_clock::now();
-    } else {
-      pollfd p{s.fd(), POLLOUT, 0};
-      ::poll(&p, 1, 20);
+class BackpressureTest : public BackendTest {
+ protected:
+  // Connects n clients that send and never read, each until the server stops taking its bytes
+  // (its receive window closes); fails the test for any the server kept reading.
+  std::vector<test::Socket> flood(test::Server& server, int n) {
+    std::vector<test::Socket> slow;
+    std::string block = test::random_bytes(65536, 77);
+    for (int i = 0; i < n; ++i) {
+      slow.push_back(server.connect(4096));
+      slow.back().set_nonblocking();
+      bool stalled = false;
+      std::size_t sent = slow.back().send_until_peer_stops_reading(block, 64 << 20, stalled);
+      EXPECT_TRUE(stalled) << "client " << i << ": the server never pushed back (" << sent
+                           << " bytes taken)";
     }
+    return slow;
   }
-  return sent;
-}
+};
 
-class BackpressureTest : public BackendTest {};
-
-TEST_P(BackpressureTest, ClientsThatNeverReadCostABoundedAmountAndOthersAreServed) {
-  Echo echo;
+// The connection's share of the pool binds first (a high watermark far above it): each slow
+// client holds at most its share, whatever the others do.
+TEST_P(BackpressureTest, EachClientThatNeverReadsHoldsAtMostItsShareAndOthersAreServed) {
+  MeasuringEcho echo;
   myriad::Config cfg = config();
   cfg.shards = 1;
   cfg.buffer_size = 16384;
   cfg.buffer_pool_bytes = 256 * 16384;
   cfg.max_connection_buffers = 4;
+  cfg.write_low_watermark = 512 << 10;
+  cfg.write_high_watermark = 1 << 20;
   test::Server server(cfg, echo);
-
   constexpr int kSlow = 20;
-  std::vector<test::Socket> slow;
-  for (int i = 0; i < kSlow; ++i) slow.push_back(server.connect(4096));
-  std::vector<std::thread> floods;
-  std::atomic<std::size_t> flooded{0};
-  for (auto& s : slow) {
-    floods.emplace_back([&s, &flooded] { flooded += flood_without_reading(s, 64 << 20); });
+  std::vector<test::Socket> slow = flood(server, kSlow);
+  // The promise, per connection: at most its share of the pool (plus the chunk in hand when
+  // it was reached). With echo, what it holds is what it has queued.
+  const std::size_t share_bytes = (cfg.max_connection_buffers + 1) * cfg.buffer_size;
+  auto seen = echo.seen();
+  ASSERT_EQ(seen.size(), std::size_t{kSlow});
+  for (const auto& [key, s] : seen) {
+    EXPECT_LE(s.max_queued, share_bytes) << "connection " << key.second << " held past its share";
+    EXPECT_EQ(s.above_edges, 0) << "the watermark, not the share, paused connection " << key.second;
   }
-  for (auto& t : floods) t.join();
-  // Every slow client is stuck: the server stopped taking their bytes. Now measure what they cost.
   myriad::Counters held = server.counters();
-  // The promise: each holds at most its share of the pool (plus the chunk in hand when it was
-  // reached), and queues at most the high watermark plus that share.
-  const std::size_t share = cfg.max_connection_buffers + 1;
-  const std::size_t chunk_bound = kSlow * share;
-  EXPECT_LE(held.buffers_in_use, chunk_bound)
-      << "slow readers hold more of the pool than their share";
-  EXPECT_LE(held.queued_bytes, kSlow * (cfg.write_high_watermark + share * cfg.buffer_size))
-      << "slow readers' output queues grew past the high watermark";
-  EXPECT_GT(held.watermark_pauses + held.buffer_cap_pauses, 0u);
-  EXPECT_LT(flooded.load(), std::size_t{kSlow} * (64 << 20)) << "the server never pushed back";
+  EXPECT_GE(held.buffer_cap_pauses, uint64_t{kSlow}) << "not every client was paused by its share";
+  EXPECT_LE(held.buffers_in_use, kSlow * (cfg.max_connection_buffers + 1));
 
   // Everyone else is still served, in full, while the slow ones sit there.
   std::vector<test::EchoPeer> peers(10);
@@ -84,9 +106,36 @@ TEST_P(BackpressureTest, ClientsThatNeverReadCostABoundedAmountAndOthersAreServe
     peers[i].out = test::random_bytes(200000, 100 + i);
   }
   test::run_echo(peers);
-  EXPECT_LE(server.counters().buffers_in_use, chunk_bound + 10 * share);
   EXPECT_EQ(server.counters().open, static_cast<uint64_t>(kSlow + 10))
       << "slow readers are paused, not dropped";
+}
+
+// The high watermark binds first (a share far above it): each slow client is paused at its
+// watermark, and holds at most the watermark plus what was already on its way (its share).
+TEST_P(BackpressureTest, EachClientThatNeverReadsIsPausedAtItsHighWatermark) {
+  MeasuringEcho echo;
+  myriad::Config cfg = config();
+  cfg.shards = 1;
+  cfg.buffer_size = 16384;
+  cfg.buffer_pool_bytes = 1024 * 16384;
+  cfg.max_connection_buffers = 64;
+  cfg.write_low_watermark = 16 << 10;
+  cfg.write_high_watermark = 32 << 10;
+  test::Server server(cfg, echo);
+  constexpr int kSlow = 10;
+  std::vector<test::Socket> slow = flood(server, kSlow);
+  auto seen = echo.seen();
+  ASSERT_EQ(seen.size(), std::size_t{kSlow});
+  for (const auto& [key, s] : seen) {
+    // Above, then below as the kernel takes some, then above again until it takes no more.
+    EXPECT_GE(s.above_edges, 1) << "connection " << key.second;
+    EXPECT_GE(s.max_queued, cfg.write_high_watermark) << "connection " << key.second;
+    EXPECT_LE(s.max_queued, cfg.write_high_watermark + cfg.max_connection_buffers * cfg.buffer_size)
+        << "connection " << key.second << " queued past its watermark and share";
+  }
+  myriad::Counters held = server.counters();
+  EXPECT_GE(held.watermark_pauses, uint64_t{kSlow});
+  EXPECT_EQ(held.open, uint64_t{kSlow});
 }
 
 // Pushes data on a timer whatever the peer does: the slow-reader policy must close it.

@@ -150,6 +150,52 @@ TEST_P(CoroutineTest, PeerResetWakesACoroutineWaitingToReceive) {
   EXPECT_TRUE(test::eventually([&] { return server.counters().open == 0; }));
 }
 
+// Counts destructions: a local of the coroutine tells whether its frame was destroyed.
+struct FrameGuard {
+  std::atomic<int>& destroyed;
+  ~FrameGuard() { ++destroyed; }
+};
+
+// A coroutine suspended in receive() when the runtime shuts down is woken with the end of
+// the stream, returns, and its frame is destroyed.
+TEST_P(CoroutineTest, ACoroutineWaitingToReceiveAtShutdownEndsAndIsDestroyed) {
+  std::atomic<int> suspended{0}, destroyed{0}, resumed_after{0};
+  myriad::CoroutineHandler handler([&](myriad::Stream& s) -> myriad::Task {
+    FrameGuard guard{destroyed};
+    ++suspended;
+    myriad::Chunk none = co_await s.receive();
+    if (!none) ++resumed_after;
+  });
+  test::Server server(config(), handler);
+  std::vector<test::Socket> clients;
+  for (int i = 0; i < 4; ++i) clients.push_back(server.connect());
+  ASSERT_TRUE(test::eventually([&] { return suspended == 4; }));
+  server.stop();
+  EXPECT_EQ(destroyed.load(), 4) << "a suspended coroutine's frame outlived its connection";
+  EXPECT_EQ(resumed_after.load(), 4);
+}
+
+// BUG (not fixed here, see the report): a coroutine suspended in sleep() (or in an offload)
+// when the runtime shuts down is never resumed nor destroyed: on_close(kShutdown) wakes only
+// a coroutine waiting in receive() or send(), the shard's timers stop with the shard, so the
+// frame and its Stream leak (AddressSanitizer's leak check reports them). A fix keeps the
+// sleep's TimerId in the Stream and, at shutdown, cancels it and destroys the frame
+// (include/myriad/coro.hpp, src/coro.cpp).
+TEST_P(CoroutineTest, DISABLED_ACoroutineSleepingAtShutdownIsDestroyed) {
+  std::atomic<int> suspended{0}, destroyed{0};
+  myriad::CoroutineHandler handler([&](myriad::Stream& s) -> myriad::Task {
+    FrameGuard guard{destroyed};
+    ++suspended;
+    co_await s.sleep(std::chrono::hours(1));
+  });
+  test::Server server(config(), handler);
+  std::vector<test::Socket> clients;
+  for (int i = 0; i < 4; ++i) clients.push_back(server.connect());
+  ASSERT_TRUE(test::eventually([&] { return suspended == 4; }));
+  server.stop();
+  EXPECT_EQ(destroyed.load(), 4) << "a sleeping coroutine's frame outlived the runtime";
+}
+
 MYRIAD_CONFORMANCE_SUITE(CoroutineTest);
 
 }  // namespace

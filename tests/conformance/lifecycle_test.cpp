@@ -110,12 +110,19 @@ TEST_P(LifecycleTest, IdleTimeoutClosesIdleButNotActiveConnections) {
   std::thread talker([&] {
     while (!stop) {
       if (!active.send_all("x") || active.read_n(1, 5s) != "x") active_failed = true;
-      std::this_thread::sleep_for(50ms);
+      std::this_thread::sleep_for(50ms);  // the activity pattern under test
     }
   });
   bool idle_closed = idle.closed_by_peer(30s);
-  // Keep the active one going past another timeout period.
-  std::this_thread::sleep_for(600ms);
+  // Keep the active one going past two more timeout periods, as the server's clock counts
+  // them: a timer on each shard.
+  std::atomic<int> periods_passed{0};
+  for (unsigned i = 0; i < server.runtime().shard_count(); ++i) {
+    myriad::Shard& shard = server.runtime().shard(i);
+    shard.post([&] { shard.after(2 * cfg.idle_timeout, [&] { ++periods_passed; }); });
+  }
+  EXPECT_TRUE(test::eventually(
+      [&] { return periods_passed == static_cast<int>(server.runtime().shard_count()); }, 30s));
   stop = true;
   talker.join();
   EXPECT_TRUE(idle_closed) << "the idle connection was never closed";
@@ -124,7 +131,7 @@ TEST_P(LifecycleTest, IdleTimeoutClosesIdleButNotActiveConnections) {
   EXPECT_EQ(rec.count(CloseReason::kIdleTimeout), 1);
 }
 
-TEST_P(LifecycleTest, MaxConnectionsRejectsTheRestWithoutSpinning) {
+TEST_P(LifecycleTest, MaxConnectionsRejectsEachExtraConnectionOnceAndReusesFreedPlaces) {
   Recorder rec;
   myriad::Config cfg = config();
   cfg.max_connections = 20;
@@ -138,6 +145,11 @@ TEST_P(LifecycleTest, MaxConnectionsRejectsTheRestWithoutSpinning) {
     EXPECT_TRUE(s.closed_by_peer()) << "a connection past max_connections stayed open";
   ASSERT_TRUE(test::eventually([&] { return server.counters().rejected == 10; }));
   EXPECT_EQ(rec.opened.load(), 20) << "rejected connections must never reach the handler";
+  // Each was taken off the backlog and closed once: nothing is accepted again and again.
+  myriad::Counters after_rejects = server.counters();
+  EXPECT_EQ(after_rejects.accepted, 20u);
+  EXPECT_EQ(after_rejects.accept_errors, 0u);
+  EXPECT_EQ(after_rejects.open, 20u);
   // The kept ones still work, and a freed place is taken again.
   ASSERT_TRUE(kept[0].send_all("hello"));
   EXPECT_EQ(kept[0].read_n(5), "hello");
@@ -146,6 +158,9 @@ TEST_P(LifecycleTest, MaxConnectionsRejectsTheRestWithoutSpinning) {
   test::Socket again = server.connect();
   ASSERT_TRUE(again.send_all("again"));
   EXPECT_EQ(again.read_n(5), "again");
+  myriad::Counters end = server.counters();
+  EXPECT_EQ(end.rejected, 10u) << "the freed place was refused, or a rejected one came back";
+  EXPECT_EQ(end.accepted, 21u);
 }
 
 // Sends a large reply on request; the client reads it only after shutdown has begun.
@@ -239,7 +254,6 @@ TEST_P(LifecycleTest, RunServesOnTheCallingThreadUntilStopped) {
     EXPECT_EQ(clients.back().read_n(msg.size()), msg);
   }
   EXPECT_TRUE(test::eventually([&] { return timer_fired.load(); })) << "shard 0's timers must run";
-  std::this_thread::sleep_for(50ms);
   EXPECT_FALSE(returned.load()) << "run() returned before stop()";
   runtime.stop();
   caller.join();

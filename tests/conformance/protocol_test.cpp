@@ -115,7 +115,8 @@ TEST_P(ProtocolTest, SpillPastItsLimitClosesWithInputOverflow) {
   test::Socket s = server.connect();
   std::string big = frame(test::random_bytes(8000, 1));
   ASSERT_TRUE(s.send_all(big.substr(0, 600)));
-  std::this_thread::sleep_for(50ms);  // so the first piece arrives alone (spilled)
+  // The first piece arrives alone and is spilled before the rest is sent.
+  ASSERT_TRUE(test::eventually([&] { return server.counters().bytes_in == 600; }));
   ASSERT_TRUE(s.send_all(big.substr(600)));
   EXPECT_TRUE(s.closed_by_peer());
   ASSERT_TRUE(test::eventually([&] { return server.counters().closed_input_overflow == 1; }));
@@ -154,11 +155,11 @@ class Echo final : public myriad::Handler {
 TEST_P(ProtocolTest, OutboundConnectionsEchoAndReportRefusal) {
   Echo echo;
   test::Server server(config(), echo);
+  Client client;  // before the runtime that calls it, so it outlives it
   myriad::Config cfg = config();
   cfg.shards = 1;
   myriad::Runtime client_rt(cfg);
   client_rt.start();
-  Client client;
   int marker = 0;
   client_rt.shard(0).connect(server.address(), client, &marker);
   ASSERT_TRUE(test::eventually([&] {
@@ -187,6 +188,53 @@ TEST_P(ProtocolTest, OutboundConnectionsEchoAndReportRefusal) {
   myriad::Counters c = client_rt.counters();
   EXPECT_EQ(c.connected, 1u);
   EXPECT_EQ(c.connect_failed, 1u);
+}
+
+// Outbound connects that fail for other reasons than a refusal are reported the same way:
+// on_close(kConnectFailed) with the errno and the user pointer, counted, and nothing opened.
+TEST_P(ProtocolTest, OutboundConnectFailuresOtherThanRefusedAreReported) {
+  // The handlers and the server first: they outlive the client runtime that calls them.
+  Client client;
+  class Quiet final : public myriad::Handler {
+    void on_data(myriad::Connection, myriad::Chunk) override {}
+  } holder;
+  Echo echo;
+  test::Server server(config(), echo);
+  myriad::Config cfg = config();
+  cfg.shards = 1;
+  cfg.max_connections = 1;
+  myriad::Runtime client_rt(cfg);
+  client_rt.start();
+  auto wait_closes = [&](std::size_t n) {
+    return test::eventually([&] {
+      std::lock_guard lock(client.mutex);
+      return client.closes.size() >= n;
+    });
+  };
+  // TCP to a multicast address: the kernel says the network is unreachable, sending nothing.
+  int unreachable = 0;
+  client_rt.shard(0).connect(myriad::Address::parse("224.0.0.1:9"), client, &unreachable);
+  ASSERT_TRUE(wait_closes(1));
+  // Past max_connections (one, held by a connection to a live server): refused locally.
+  client_rt.shard(0).connect(server.address(), holder, nullptr);
+  ASSERT_TRUE(test::eventually([&] { return client_rt.counters().open == 1; }));
+  int over_limit = 0;
+  client_rt.shard(0).connect(server.address(), client, &over_limit);
+  ASSERT_TRUE(wait_closes(2));
+  {
+    std::lock_guard lock(client.mutex);
+    EXPECT_EQ(client.closes[0].reason, CloseReason::kConnectFailed);
+    EXPECT_EQ(client.closes[0].error, ENETUNREACH) << std::strerror(client.closes[0].error);
+    EXPECT_EQ(client.closes[0].user, &unreachable);
+    EXPECT_EQ(client.closes[1].reason, CloseReason::kConnectFailed);
+    EXPECT_EQ(client.closes[1].error, EMFILE) << std::strerror(client.closes[1].error);
+    EXPECT_EQ(client.closes[1].user, &over_limit);
+    EXPECT_TRUE(client.got.empty());
+  }
+  myriad::Counters c = client_rt.counters();
+  EXPECT_EQ(c.connect_failed, 2u);
+  EXPECT_EQ(c.connected, 1u);
+  EXPECT_EQ(c.open, 1u);
 }
 
 MYRIAD_CONFORMANCE_SUITE(ProtocolTest);

@@ -5,6 +5,8 @@
 
 #include <signal.h>
 
+#include <cerrno>
+
 #include "client.hpp"
 #include "process.hpp"
 
@@ -63,6 +65,37 @@ TEST(SeccompFallback, LoadGeneratorFallsBackToo) {
   EXPECT_NE(load.out().find(": epoll"), std::string::npos) << load.out();
   server.signal(SIGTERM);
   EXPECT_EQ(server.wait(), 0);
+}
+
+// The conformance suite itself under the same filter: its io_uring half is skipped, saying
+// why, and its epoll half runs and passes.
+TEST(SeccompFallback, TheConformanceSuiteSkipsItsIoUringHalfLoudly) {
+  test::Process suite({SECCOMP_EXEC_BIN, CONFORMANCE_TESTS_BIN,
+                       "--gtest_filter=Backends/EchoTest.CountersAgreeWithWhatClientsSent/*"});
+  EXPECT_EQ(suite.wait(120s), 0) << suite.out() << suite.err();
+  EXPECT_NE(
+      suite.out().find("[  SKIPPED ] Backends/EchoTest.CountersAgreeWithWhatClientsSent/uring"),
+      std::string::npos)
+      << suite.out();
+  EXPECT_NE(suite.out().find("io_uring_setup: EPERM"), std::string::npos) << suite.out();
+  EXPECT_NE(
+      suite.out().find("[       OK ] Backends/EchoTest.CountersAgreeWithWhatClientsSent/epoll"),
+      std::string::npos)
+      << suite.out();
+}
+
+// An io_uring that fails for a reason that does not mean "unavailable" (here ENOMEM from
+// io_uring_setup) must fail the io_uring half, not skip it.
+TEST(SeccompFallback, TheConformanceSuiteFailsOnAnyOtherIoUringFailure) {
+  test::Process suite({SECCOMP_EXEC_BIN, "--errno", std::to_string(ENOMEM), CONFORMANCE_TESTS_BIN,
+                       "--gtest_filter=Backends/EchoTest.CountersAgreeWithWhatClientsSent/*"});
+  EXPECT_NE(suite.wait(120s), 0) << suite.out() << suite.err();
+  EXPECT_NE(
+      suite.out().find("[  FAILED  ] Backends/EchoTest.CountersAgreeWithWhatClientsSent/uring"),
+      std::string::npos)
+      << suite.out();
+  EXPECT_EQ(suite.out().find("[  SKIPPED ]"), std::string::npos) << suite.out();
+  EXPECT_NE(suite.out().find("does not mean"), std::string::npos) << suite.out();
 }
 
 }  // namespace

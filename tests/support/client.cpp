@@ -9,7 +9,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <mutex>
 #include <random>
 #include <stdexcept>
 #include <thread>
@@ -114,6 +113,51 @@ bool Socket::reset_by_peer(std::chrono::milliseconds limit) {
   return false;
 }
 
+Socket::Outcome Socket::read_outcome(std::size_t n, std::string& got,
+                                     std::chrono::milliseconds limit) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  char buf[65536];
+  while (got.size() < n) {
+    if (!wait_readable(fd_, end)) return Outcome::kHanging;
+    ssize_t r = ::recv(fd_, buf, std::min(sizeof(buf), n - got.size()), MSG_DONTWAIT);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (r <= 0) return Outcome::kClosed;  // EOF, or a reset
+    got.append(buf, static_cast<std::size_t>(r));
+  }
+  return Outcome::kData;
+}
+
+uint32_t Socket::peer_window() const {
+  return tcp_peer_window(fd_);
+}
+
+std::size_t Socket::send_until_peer_stops_reading(const std::string& block, std::size_t limit,
+                                                  bool& stalled,
+                                                  std::chrono::milliseconds deadline) {
+  stalled = false;
+  auto end = std::chrono::steady_clock::now() + deadline;
+  std::size_t sent = 0;
+  while (sent < limit && std::chrono::steady_clock::now() < end) {
+    std::size_t at = sent % block.size();  // the block, over and over, in order
+    std::size_t len = std::min(block.size() - at, limit - sent);
+    ssize_t n = ::send(fd_, block.data() + at, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      sent += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno != EAGAIN && errno != EINTR) return sent;
+    // Our send buffer is full. Either the peer's window is closed (it stopped reading), or
+    // the bytes are on their way and room comes back.
+    if (peer_window() == 0) {
+      stalled = true;
+      return sent;
+    }
+    pollfd p{fd_, POLLOUT, 0};
+    ::poll(&p, 1, 10);
+  }
+  return sent;
+}
+
 void Socket::shutdown_write() {
   ::shutdown(fd_, SHUT_WR);
 }
@@ -122,6 +166,10 @@ void Socket::reset_hard() {
   linger l{1, 0};
   ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
   reset();
+}
+
+void Socket::set_send_buffer(int bytes) {
+  ::setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
 }
 
 void Socket::set_nonblocking() {
@@ -187,80 +235,6 @@ void run_echo(std::vector<EchoPeer>& peers, std::chrono::milliseconds limit) {
     ASSERT_EQ(peers[i].in.size(), peers[i].out.size()) << "peer " << i;
     ASSERT_TRUE(peers[i].in == peers[i].out) << "peer " << i << ": echoed bytes differ";
   }
-}
-
-const char* backend_name(myriad::BackendKind kind) {
-  return kind == myriad::BackendKind::kUring   ? "io_uring"
-         : kind == myriad::BackendKind::kEpoll ? "epoll"
-                                               : "auto";
-}
-
-Server::Server(myriad::Config config, myriad::Handler& handler)
-    : runtime_(std::make_unique<myriad::Runtime>(config)) {
-  address_ = runtime_->listen(myriad::Address::parse("127.0.0.1:0"), handler);
-  runtime_->start();
-}
-
-Server::Server(myriad::Config config,
-               std::function<std::unique_ptr<myriad::Handler>(myriad::Shard&)> factory)
-    : runtime_(std::make_unique<myriad::Runtime>(config)) {
-  address_ = runtime_->listen(myriad::Address::parse("127.0.0.1:0"), std::move(factory));
-  runtime_->start();
-}
-
-Server::~Server() {
-  stop();
-}
-
-void Server::stop() {
-  if (stopped_) return;
-  stopped_ = true;
-  runtime_->stop();
-  runtime_->wait();
-}
-
-namespace {
-// Whether io_uring can run here, and why not; probed once.
-const std::string& uring_unavailable() {
-  static std::once_flag once;
-  static std::string reason;
-  std::call_once(once, [] {
-    try {
-      myriad::Config c;
-      c.backend = myriad::BackendKind::kUring;
-      c.shards = 1;
-      c.buffer_pool_bytes = 1 << 20;
-      myriad::Runtime probe(c);
-    } catch (const std::exception& e) {
-      reason = e.what();
-    }
-  });
-  return reason;
-}
-}  // namespace
-
-void BackendTest::SetUp() {
-  if (GetParam() == myriad::BackendKind::kUring && !uring_unavailable().empty()) {
-    GTEST_SKIP()
-        << "io_uring is not available on this machine, so its half of the conformance suite "
-           "does not run: "
-        << uring_unavailable();
-  }
-}
-
-myriad::Config BackendTest::config() const {
-  myriad::Config c;
-  c.backend = GetParam();
-  c.shards = 2;
-  c.buffer_pool_bytes = 4 << 20;
-  c.buffer_size = 16 << 10;
-  c.max_connections = 10000;
-  c.drain_timeout = 5s;
-  return c;
-}
-
-std::string param_name(const ::testing::TestParamInfo<myriad::BackendKind>& info) {
-  return info.param == myriad::BackendKind::kUring ? "uring" : "epoll";
 }
 
 }  // namespace test

@@ -1,15 +1,17 @@
-// Test support: plain blocking/non-blocking sockets for talking to a server under test, and a
-// fixture that runs a myriad Runtime in-process on an ephemeral loopback port.
+// Test support: the client side. Plain sockets for talking to a server under test over
+// loopback, many echo peers driven at once, and a helper that waits for a condition.
+// Used from the test's own thread; nothing here is shared between threads.
 #pragma once
 
-#include <myriad/myriad.hpp>
+#include <myriad/address.hpp>
 
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdint>
-#include <memory>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 namespace test {
@@ -44,16 +46,38 @@ class Socket {
   // Whether the peer reset the connection within the limit, without reading anything (a
   // reader that never reads must stay one while we wait).
   bool reset_by_peer(std::chrono::milliseconds limit = 20s);
+
+  // What the peer did, as far as reading n bytes can tell: sent them (kData), closed or reset
+  // the connection first (kClosed), or neither within the limit (kHanging: nothing came and
+  // the connection is still open, e.g. a connection left in an accept backlog).
+  enum class Outcome { kData, kClosed, kHanging };
+  Outcome read_outcome(std::size_t n, std::string& got, std::chrono::milliseconds limit = 20s);
+
+  // The peer's advertised receive window (TCP_INFO tcpi_snd_wnd), in bytes. Zero means the
+  // peer's receive buffer is full: its application is not reading.
+  uint32_t peer_window() const;
+  // Sends the block over and over without reading, until the peer's receive window is zero and
+  // our own send buffer is full (the peer stopped reading), limit bytes went, or the deadline
+  // passed (a hang guard). Returns the bytes sent; stalled says whether the window closed.
+  std::size_t send_until_peer_stops_reading(const std::string& block, std::size_t limit,
+                                            bool& stalled,
+                                            std::chrono::milliseconds deadline = 60s);
+
   void shutdown_write();
   // Close with RST instead of FIN.
   void reset_hard();
   void set_nonblocking();
+  // SO_SNDBUF: how much the kernel keeps for us once the peer stops reading.
+  void set_send_buffer(int bytes);
 
  private:
   int fd_ = -1;
 };
 
 std::string random_bytes(std::size_t n, uint64_t seed);
+// TCP_INFO's tcpi_snd_wnd of a connected socket (in its own file: <linux/tcp.h> and
+// <netinet/tcp.h> cannot be included together). UINT32_MAX if it cannot be read.
+uint32_t tcp_peer_window(int fd);
 
 // Drives many connections at once: each sends its `out` and expects it echoed back exactly.
 // Returns once every peer has received as much as it sent, or the limit passed (a hang guard,
@@ -66,7 +90,8 @@ struct EchoPeer {
 };
 void run_echo(std::vector<EchoPeer>& peers, std::chrono::milliseconds limit = 60s);
 
-// Polls cond every few milliseconds until true or the limit passes; returns cond().
+// Polls cond every few milliseconds until true or the limit passes (a hang guard, never a
+// speed check); returns cond().
 template <class Cond>
 bool eventually(Cond cond, std::chrono::milliseconds limit = 20s) {
   auto end = std::chrono::steady_clock::now() + limit;
@@ -77,44 +102,7 @@ bool eventually(Cond cond, std::chrono::milliseconds limit = 20s) {
   return true;
 }
 
-const char* backend_name(myriad::BackendKind kind);
-
-// Runs a Runtime on 127.0.0.1:0 with the backend under test.
-class Server {
- public:
-  Server(myriad::Config config, myriad::Handler& handler);
-  Server(myriad::Config config,
-         std::function<std::unique_ptr<myriad::Handler>(myriad::Shard&)> factory);
-  ~Server();
-  myriad::Runtime& runtime() { return *runtime_; }
-  const myriad::Address& address() const { return address_; }
-  myriad::Counters counters() const { return runtime_->counters(); }
-  Socket connect(int receive_buffer = 0) const {
-    return Socket::connect_to(address_, receive_buffer);
-  }
-  void stop();  // graceful stop and wait
-
- private:
-  std::unique_ptr<myriad::Runtime> runtime_;
-  myriad::Address address_;
-  bool stopped_ = false;
-};
-
-// The conformance suite's base: parameterised by backend; io_uring is skipped, loudly, where
-// the kernel or a seccomp filter does not allow it.
-class BackendTest : public ::testing::TestWithParam<myriad::BackendKind> {
- protected:
-  void SetUp() override;
-  // A config for this backend with small, test-friendly defaults.
-  myriad::Config config() const;
-};
-
-std::string param_name(const ::testing::TestParamInfo<myriad::BackendKind>& info);
-
 }  // namespace test
 
-#define MYRIAD_CONFORMANCE_SUITE(Suite)                                            \
-  INSTANTIATE_TEST_SUITE_P(                                                        \
-      Backends, Suite,                                                             \
-      ::testing::Values(myriad::BackendKind::kUring, myriad::BackendKind::kEpoll), \
-      ::test::param_name)
+// Tests written before the fixtures had files of their own include this header for them too.
+#include "backend_test.hpp"

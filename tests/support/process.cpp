@@ -11,7 +11,6 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
-#include <thread>
 
 namespace test {
 
@@ -47,7 +46,8 @@ Process::~Process() {
 }
 
 void Process::pump(int timeout_ms) {
-  pollfd fds[2] = {{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};
+  pollfd fds[2] = {{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};  // poll ignores a closed (-1) one
+  if (out_fd_ < 0 && err_fd_ < 0) return;
   if (::poll(fds, 2, timeout_ms) <= 0) return;
   char buf[65536];
   for (int i = 0; i < 2; ++i) {
@@ -70,14 +70,25 @@ std::string Process::read_line(std::chrono::milliseconds limit) {
       line_pos_ = nl + 1;
       return line;
     }
-    if (std::chrono::steady_clock::now() > end || (out_fd_ < 0 && err_fd_ < 0)) return "";
-    if (out_fd_ < 0) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      pump(0);
-    } else {
-      pump(50);
-    }
+    // No line can come once stdout is closed.
+    if (std::chrono::steady_clock::now() > end || out_fd_ < 0) return "";
+    pump(50);
   }
+}
+
+void Process::skip_printed_lines() {
+  pump(0);
+  std::size_t last = out_.rfind('\n');
+  if (last != std::string::npos && last + 1 > line_pos_) line_pos_ = last + 1;
+}
+
+bool Process::wait_for_err(const std::string& needle, std::chrono::milliseconds limit) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (err_.find(needle) == std::string::npos) {
+    if (std::chrono::steady_clock::now() > end || err_fd_ < 0) return false;
+    pump(50);
+  }
+  return true;
 }
 
 void Process::signal(int sig) {
@@ -111,17 +122,65 @@ long long field(const std::string& text, const std::string& key) {
   return std::stoll(text.substr(at));
 }
 
-double json_number(const std::string& json, const std::string& key) {
-  std::size_t at = json.find("\"" + key + "\": ");
-  if (at == std::string::npos) return -1;
-  return std::stod(json.substr(at + key.size() + 4));
-}
-
 std::string read_file(const std::string& path) {
   std::ifstream in(path);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("report " + path + " was not written");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (ss.str().empty()) throw std::runtime_error("report " + path + " is empty");
+  nlohmann::json json = nlohmann::json::parse(ss.str(), nullptr, false);
+  if (json.is_discarded() || !json.is_object())
+    throw std::runtime_error("report " + path + " is not a JSON object: " + ss.str());
+  return json;
+}
+
+std::string startup_address(const std::string& line) {
+  std::size_t on = line.find(" on ");
+  if (line.rfind("myriad-server: ", 0) != 0 || on == std::string::npos) return "";
+  std::size_t end = line.find(' ', on + 4);
+  return line.substr(on + 4, end == std::string::npos ? std::string::npos : end - on - 4);
+}
+
+ChildServer::ChildServer(std::vector<std::string> argv)
+    : process_(std::make_unique<Process>(std::move(argv))) {
+  startup_line_ = process_->read_line();
+  address_ = startup_address(startup_line_);
+  if (address_.empty()) {
+    process_->wait(std::chrono::seconds(10));
+    throw std::runtime_error("the server did not start: '" + startup_line_ + "' " +
+                             process_->out() + process_->err());
+  }
+}
+
+std::string ChildServer::wait_for_stats(const std::function<bool(const std::string&)>& accept,
+                                        std::chrono::milliseconds limit) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  process_->skip_printed_lines();
+  while (std::chrono::steady_clock::now() < end) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        end - std::chrono::steady_clock::now());
+    std::string line = process_->read_line(std::max(left, std::chrono::milliseconds(1)));
+    if (line.rfind("myriad-server: stats ", 0) == 0 && accept(line)) return line;
+  }
+  return "";
+}
+
+int ChildServer::stop(int sig) {
+  process_->signal(sig);
+  return process_->wait();
+}
+
+std::string ChildServer::stopped() const {
+  std::size_t at = process_->out().rfind("stopped: ");
+  if (at == std::string::npos) return "";
+  return process_->out().substr(at, process_->out().find('\n', at) - at);
 }
 
 }  // namespace test
