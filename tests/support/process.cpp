@@ -129,6 +129,29 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+namespace {
+const nlohmann::json* find_key(const nlohmann::json& j, const std::string& key) {
+  if (j.is_object()) {
+    auto it = j.find(key);
+    if (it != j.end()) return &*it;
+  }
+  if (j.is_structured()) {
+    for (const auto& item : j) {
+      if (const nlohmann::json* found = find_key(item, key)) return found;
+    }
+  }
+  return nullptr;
+}
+}  // namespace
+
+double json_number(const std::string& json, const std::string& key) {
+  nlohmann::json parsed = nlohmann::json::parse(json, nullptr, false);
+  if (parsed.is_discarded()) throw std::runtime_error("not JSON: " + json.substr(0, 200));
+  const nlohmann::json* found = find_key(parsed, key);
+  if (found == nullptr || !found->is_number()) return -1;
+  return found->get<double>();
+}
+
 nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw std::runtime_error("report " + path + " was not written");

@@ -83,5 +83,8 @@ std::string read_file(const std::string& path);
 // A JSON report written by myriad-load: throws std::runtime_error naming the file if it is
 // missing, empty or not valid JSON (a crash before the report must never pass for a result).
 nlohmann::json read_json(const std::string& path);
+// The number under key, wherever it stands in the JSON text (the first found, depth first), or
+// -1 when there is none. Throws when the text is not JSON.
+double json_number(const std::string& json, const std::string& key);
 
 }  // namespace test

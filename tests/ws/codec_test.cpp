@@ -648,7 +648,9 @@ TEST(Deflate, RoundTrip) {
     for (std::size_t i = 0; i < n; ++i) text.push_back(static_cast<char>('a' + rng() % 4));
     std::vector<std::byte> z;
     deflater.compress(bytes_of(text), z);
-    if (n > 1000) EXPECT_LT(z.size(), n / 2) << "compressible text compressed";
+    if (n > 1000) {
+      EXPECT_LT(z.size(), n / 2) << "compressible text compressed";
+    }
     std::vector<std::byte> back;
     ASSERT_EQ(inflater.inflate(z, 2 << 20, back), Inflater::Status::kOk) << n;
     EXPECT_EQ(str(back), text);
