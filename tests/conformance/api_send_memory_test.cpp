@@ -14,8 +14,8 @@
 #include "api_support.hpp"
 #include "client.hpp"
 
-#if defined(__SANITIZE_ADDRESS__)
-// AddressSanitizer's allocator replaces malloc's; GCC ships the runtime but not its header.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+// The sanitizers' allocator replaces malloc's; GCC ships the runtime but not its header.
 extern "C" std::size_t __sanitizer_get_current_allocated_bytes();
 #endif
 
@@ -25,7 +25,7 @@ using namespace std::chrono_literals;
 using test::BackendTest;
 
 std::size_t bytes_allocated() {
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   return __sanitizer_get_current_allocated_bytes();
 #else
   struct mallinfo2 info = ::mallinfo2();
