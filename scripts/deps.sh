@@ -3,7 +3,8 @@
 # Idempotent: installs only what is missing. Run as root (or with sudo).
 set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config git liburing-dev libgtest-dev libgmock-dev
-          libbenchmark-dev libseccomp-dev libboost-dev libuv1-dev python3 python3-matplotlib procps socat util-linux)
+          libbenchmark-dev libseccomp-dev libboost-dev libuv1-dev python3 python3-matplotlib procps socat util-linux
+          node-llhttp curl clang-14 libclang-rt-14-dev libhttp-parser-dev valgrind)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

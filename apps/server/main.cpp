@@ -4,6 +4,7 @@
 // queued output drain for --drain-timeout, close everything, print the counters, exit 0.
 // Shard 0 runs on the main thread (Runtime::run), so one shard and no workers make a process of
 // one thread.
+#include <myriad/http.hpp>
 #include <myriad/myriad.hpp>
 
 #include <signal.h>
@@ -15,13 +16,16 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
+
+#include "http_mode.hpp"
 
 namespace {
 
 const char* kUsage = R"(usage: myriad-server [options]
-  --protocol echo           what to serve (echo: every byte back, in order)
+  --protocol echo|http      what to serve (echo: every byte back, in order; http: see below)
   --coroutines              write the handler as a coroutine per connection (costs a frame each)
   --listen HOST:PORT        address to listen on (default 0.0.0.0:7000)
   --shards N                event-loop threads (default: online CPUs)
@@ -38,6 +42,7 @@ const char* kUsage = R"(usage: myriad-server [options]
   --max-write-queue SIZE    close a slow reader past this much queued output (default 4MiB)
   --cpu N                   pin shard i to CPU N+i
   --stats DUR               print the counters every DUR
+  --max-spill SIZE          bytes a connection may keep across receives (default 1MiB)
   --help                    this text
 )";
 
@@ -65,13 +70,18 @@ void on_signal(int sig) {
   if (myriad::Runtime* runtime = g_runtime.load()) runtime->stop();
 }
 
+// The HTTP mode, when it runs (its counters are printed with the runtime's).
+std::unique_ptr<myriad_server::HttpMode> g_http;
+
 void print_counters(const char* what, const myriad::Runtime& runtime) {
   std::printf("myriad-server: %s %s\n", what, runtime.counters().to_string().c_str());
+  if (g_http) std::printf("myriad-server: http %s\n", g_http->server().stats().to_string().c_str());
   std::fflush(stdout);
 }
 
 [[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "myriad-server: %s\n%s", message.c_str(), kUsage);
+  std::fprintf(stderr, "myriad-server: %s\n%s%s", message.c_str(), kUsage,
+               myriad_server::kHttpModeUsage);
   std::exit(2);
 }
 
@@ -84,6 +94,7 @@ int main(int argc, char** argv) {
   std::string protocol = "echo";
   myriad::Duration stats{0};
   bool coroutines = false;
+  myriad_server::HttpModeOptions http_options;
   try {
     for (int i = 1; i < argc; ++i) {
       std::string_view arg = argv[i];
@@ -93,6 +104,7 @@ int main(int argc, char** argv) {
       };
       if (arg == "--help" || arg == "-h") {
         std::fputs(kUsage, stdout);
+        std::fputs(myriad_server::kHttpModeUsage, stdout);
         return 0;
       } else if (arg == "--protocol") {
         protocol = value();
@@ -128,11 +140,31 @@ int main(int argc, char** argv) {
         config.first_cpu = std::stoi(std::string(value()));
       } else if (arg == "--stats") {
         stats = myriad::parse_duration(value());
+      } else if (arg == "--max-spill") {
+        config.max_spill = myriad::parse_size(value());
+      } else if (arg == "--static") {
+        http_options.static_dir = value();
+      } else if (arg == "--sse-interval") {
+        http_options.sse_interval = myriad::parse_duration(value());
+      } else if (arg == "--max-header") {
+        http_options.http.limits.max_header_bytes = myriad::parse_size(value());
+      } else if (arg == "--max-body") {
+        http_options.http.limits.max_body_bytes = myriad::parse_size(value());
+      } else if (arg == "--request-timeout") {
+        http_options.http.limits.request_timeout = myriad::parse_duration(value());
+      } else if (arg == "--heartbeat") {
+        http_options.http.heartbeat_interval = myriad::parse_duration(value());
       } else {
         usage_error("unknown option " + std::string(arg));
       }
     }
-    if (protocol != "echo") usage_error("unknown protocol '" + protocol + "' (known: echo)");
+    if (protocol != "echo" && protocol != "http") {
+      usage_error("unknown protocol '" + protocol + "' (known: echo, http)");
+    }
+    if (protocol == "http" && coroutines) usage_error("--coroutines is for --protocol echo");
+    if (protocol == "http" && config.handlers_on_workers) {
+      usage_error("--handlers-on-workers is for --protocol echo (http answers on its shard)");
+    }
   } catch (const std::invalid_argument& e) {
     usage_error(e.what());
   }
@@ -146,12 +178,16 @@ int main(int argc, char** argv) {
 
   Echo echo;
   myriad::CoroutineHandler echo_coroutines(echo_session);
-  myriad::Handler& handler = coroutines ? static_cast<myriad::Handler&>(echo_coroutines) : echo;
+  myriad::Handler* handler = coroutines ? static_cast<myriad::Handler*>(&echo_coroutines) : &echo;
   if (coroutines && config.handlers_on_workers)
     usage_error("--coroutines cannot go with --handlers-on-workers");
   try {
+    if (protocol == "http") {
+      g_http = std::make_unique<myriad_server::HttpMode>(http_options);
+      handler = &g_http->server();
+    }
     myriad::Runtime runtime(config);
-    myriad::Address bound = runtime.listen(myriad::Address::parse(listen), handler);
+    myriad::Address bound = runtime.listen(myriad::Address::parse(listen), *handler);
     g_runtime.store(&runtime);
     struct sigaction action {};
     action.sa_handler = on_signal;
