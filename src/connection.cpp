@@ -87,6 +87,15 @@ bool Connection::send(std::span<const std::byte> data) {
   return shard_->send_copy(id_, gen_, data);
 }
 
+bool Connection::send(const SharedBuffer& buffer) {
+  if (shard_ == nullptr) return false;
+  if (!shard_->in_thread()) {
+    shard_->post_task([c = *this, buffer]() mutable { c.send(buffer); });
+    return true;
+  }
+  return shard_->send_shared(id_, gen_, buffer);
+}
+
 std::size_t Connection::queued() const {
   return shard_ == nullptr ? 0 : shard_->queued(id_, gen_);
 }

@@ -5,9 +5,9 @@
 namespace myriad::detail {
 
 OutputQueue::~OutputQueue() {
-  for (std::size_t i = head_; i < segs_.size(); ++i) {
-    if (segs_[i].chunk == kHeap) delete[] segs_[i].base;
-  }
+  // Pool chunks belong to the shard's pool, which is going away with the shard.
+  auto ignore_chunk = [](uint32_t) {};
+  for (std::size_t i = head_; i < segs_.size(); ++i) drop(segs_[i], ignore_chunk);
 }
 
 void OutputQueue::push_chunk(std::byte* base, uint32_t begin, uint32_t end, uint32_t capacity,
@@ -16,10 +16,19 @@ void OutputQueue::push_chunk(std::byte* base, uint32_t begin, uint32_t end, uint
   bytes_ += end - begin;
 }
 
+void OutputQueue::push_shared(SharedBlock* block) {
+  for (std::size_t at = 0, piece = 0; at < block->size; at += kSharedPiece, ++piece) {
+    auto len = static_cast<uint32_t>(std::min(block->size - at, kSharedPiece));
+    segs_.push_back(Segment{block->bytes() + at, 0, len, static_cast<uint32_t>(piece), kShared});
+    SharedBlock::acquire(block);
+    bytes_ += len;
+  }
+}
+
 bool OutputQueue::fold(const void* data, std::size_t len) {
   if (len > kFoldLimit || head_ == segs_.size()) return false;
   Segment& tail = segs_.back();
-  if (tail.capacity - tail.end < len) return false;
+  if (room(tail) < len) return false;
   std::memcpy(tail.base + tail.end, data, len);
   tail.end += static_cast<uint32_t>(len);
   bytes_ += len;
@@ -30,15 +39,15 @@ void OutputQueue::append_copy(const void* data, std::size_t len) {
   const auto* src = static_cast<const std::byte*>(data);
   if (head_ != segs_.size()) {
     Segment& tail = segs_.back();
-    std::size_t room = std::min<std::size_t>(tail.capacity - tail.end, len);
-    std::memcpy(tail.base + tail.end, src, room);
-    tail.end += static_cast<uint32_t>(room);
-    bytes_ += room;
-    src += room;
-    len -= room;
+    std::size_t take = std::min(room(tail), len);
+    if (take != 0) std::memcpy(tail.base + tail.end, src, take);
+    tail.end += static_cast<uint32_t>(take);
+    bytes_ += take;
+    src += take;
+    len -= take;
   }
   while (len > 0) {
-    std::size_t capacity = std::max(kHeapBlock, std::min<std::size_t>(len, UINT32_MAX / 2));
+    std::size_t capacity = block_capacity(len);
     std::size_t take = std::min(len, capacity);
     auto* block = new std::byte[capacity];
     std::memcpy(block, src, take);
@@ -48,6 +57,21 @@ void OutputQueue::append_copy(const void* data, std::size_t len) {
     src += take;
     len -= take;
   }
+}
+
+std::size_t OutputQueue::block_capacity(std::size_t len) const {
+  constexpr std::size_t kLargest = UINT32_MAX / 2;
+  if (len >= kHeapBlock) return std::min(len, kLargest);
+  std::size_t want = std::max(len, std::min(bytes_, kHeapBlock));
+  return std::min((want + kBlockGrain - 1) / kBlockGrain * kBlockGrain, kHeapBlock);
+}
+
+std::size_t OutputQueue::heap_capacity() const {
+  std::size_t total = 0;
+  for (std::size_t i = head_; i < segs_.size(); ++i) {
+    if (segs_[i].chunk == kHeap) total += segs_[i].capacity;
+  }
+  return total;
 }
 
 unsigned OutputQueue::fill(iovec* iov, unsigned max) const {

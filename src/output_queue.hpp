@@ -1,4 +1,5 @@
-// Internal. A connection's queued output: pool chunks and heap blocks, sent in order.
+// Internal. A connection's queued output: pool chunks, heap blocks and shared buffers, sent in
+// order.
 #pragma once
 
 #include <sys/uio.h>
@@ -8,17 +9,28 @@
 #include <cstring>
 #include <vector>
 
+#include <myriad/shared_buffer.hpp>
+
 namespace myriad::detail {
 
-// Owned by a connection's extension record, on its shard's thread. A segment is either a pool
-// chunk (handed over by a zero-copy send) or a heap block (a copying send). While a send is in
-// flight the kernel reads the first bytes of the queue, so nothing queued is moved or freed
-// until consume() says the kernel is done with it; appending past the in-flight range is safe.
+// Owned by a connection's extension record, on its shard's thread. A segment is a pool chunk
+// (handed over by a zero-copy send), a heap block (a copying send) or a reference to a
+// SharedBuffer (a zero-copy send of bytes many connections share). While a send is in flight
+// the kernel reads the first bytes of the queue, so nothing queued is moved or freed until
+// consume() says the kernel is done with it; appending past the in-flight range is safe.
 class OutputQueue {
  public:
   static constexpr uint32_t kHeap = UINT32_MAX;
+  // A shared buffer's bytes, never written: the queue holds one reference per segment. base is
+  // SharedBlock::bytes() + capacity * kSharedPiece (buffers past 4 GiB take several segments).
+  static constexpr uint32_t kShared = UINT32_MAX - 1;
+  static constexpr std::size_t kSharedPiece = std::size_t{1} << 31;
   // Copies smaller than this fold into the tail segment's free room instead of a new segment.
   static constexpr std::size_t kFoldLimit = 2048;
+  // A copy's heap block is sized to the bytes, rounded up to kBlockGrain, and at least as large
+  // as what is queued already, up to kHeapBlock: one small send to an idle connection costs a
+  // block about its own size, while a run of small sends fills blocks that double up to 4 KiB.
+  static constexpr std::size_t kBlockGrain = 64;
   static constexpr std::size_t kHeapBlock = 4096;
 
   struct Segment {
@@ -26,7 +38,7 @@ class OutputQueue {
     uint32_t begin;
     uint32_t end;
     uint32_t capacity;
-    uint32_t chunk;  // pool chunk id, or kHeap
+    uint32_t chunk;  // pool chunk id, kHeap or kShared
   };
 
   OutputQueue() = default;
@@ -41,10 +53,19 @@ class OutputQueue {
   // Queues a chunk's bytes [begin, end) of a capacity-byte chunk; the queue owns the chunk until
   // the bytes are consumed or the queue is cleared.
   void push_chunk(std::byte* base, uint32_t begin, uint32_t end, uint32_t capacity, uint32_t chunk);
+  // Queues a shared block's bytes, taking one reference per segment (one below 2 GiB) and
+  // dropping each once its bytes are consumed or the queue is cleared.
+  void push_shared(SharedBlock* block);
   // Copies len bytes into the tail's free room, if they fit and are small. Returns whether done.
   bool fold(const void* data, std::size_t len);
   // Copies len bytes, into the tail's room first and then new heap blocks.
   void append_copy(const void* data, std::size_t len);
+
+  // Bytes of heap blocks the queue holds (their capacity, not their use). Walks the queue: for
+  // tests and diagnostics.
+  std::size_t heap_capacity() const;
+  // The capacity append_copy gives a new block for len more bytes.
+  std::size_t block_capacity(std::size_t len) const;
 
   // Describes up to max segments from the head; returns how many.
   unsigned fill(iovec* iov, unsigned max) const;
@@ -57,6 +78,22 @@ class OutputQueue {
   void clear(Release&& release);
 
  private:
+  static SharedBlock* block_of(const Segment& s) {
+    return reinterpret_cast<SharedBlock*>(s.base - std::size_t{s.capacity} * kSharedPiece) - 1;
+  }
+  // Free room after a segment's bytes (none in a shared one).
+  static std::size_t room(const Segment& s) { return s.chunk == kShared ? 0 : s.capacity - s.end; }
+  // Frees what a segment holds: a heap block, a shared reference, or (release) a pool chunk.
+  template <class Release>
+  static void drop(const Segment& s, Release& release) {
+    if (s.chunk == kHeap) {
+      delete[] s.base;
+    } else if (s.chunk == kShared) {
+      SharedBlock::release(block_of(s));
+    } else {
+      release(s.chunk);
+    }
+  }
   void compact();
 
   std::vector<Segment> segs_;
@@ -75,11 +112,7 @@ void OutputQueue::consume(std::size_t n, Release&& release) {
       return;
     }
     n -= len;
-    if (s.chunk == kHeap) {
-      delete[] s.base;
-    } else {
-      release(s.chunk);
-    }
+    drop(s, release);
     ++head_;
   }
   // A drained queue keeps its vector's storage for the next burst.
@@ -93,13 +126,7 @@ void OutputQueue::consume(std::size_t n, Release&& release) {
 
 template <class Release>
 void OutputQueue::clear(Release&& release) {
-  for (std::size_t i = head_; i < segs_.size(); ++i) {
-    if (segs_[i].chunk == kHeap) {
-      delete[] segs_[i].base;
-    } else {
-      release(segs_[i].chunk);
-    }
-  }
+  for (std::size_t i = head_; i < segs_.size(); ++i) drop(segs_[i], release);
   segs_.clear();
   head_ = 0;
   bytes_ = 0;

@@ -486,6 +486,22 @@ bool ShardImpl::send_copy(uint32_t id, uint16_t gen, std::span<const std::byte> 
   return conn_valid(id, gen);
 }
 
+bool ShardImpl::send_shared(uint32_t id, uint16_t gen, const SharedBuffer& buffer) {
+  Record* r = live(id, gen);
+  if (r == nullptr ||
+      (r->flags & (flag::kCloseAfterFlush | flag::kShutAfterFlush | flag::kWriteShut)) != 0) {
+    return false;
+  }
+  if (buffer.empty()) return true;
+  Ext& e = ext(id);
+  counters_.queued_bytes.add(buffer.size());
+  // Never folded into the tail, even when small: that would be a copy per connection, the
+  // thing a shared buffer exists to avoid. Adjacent shared segments leave in one gathered send.
+  e.out.push_shared(buffer.block_);
+  after_output_change(id);
+  return conn_valid(id, gen);
+}
+
 void ShardImpl::after_output_change(uint32_t id) {
   Record& r = records_[id];
   std::size_t queued = r.ext->out.bytes();

@@ -23,6 +23,7 @@
 #include <myriad/counters.hpp>
 #include <myriad/handler.hpp>
 #include <myriad/shard.hpp>
+#include <myriad/shared_buffer.hpp>
 
 #include "backend.hpp"
 #include "buffer_pool.hpp"
@@ -159,6 +160,7 @@ class ShardImpl final : public Shard {
   detail::Record* live(uint32_t id, uint16_t gen);
   bool send_chunk(uint32_t id, uint16_t gen, Chunk&& chunk);
   bool send_copy(uint32_t id, uint16_t gen, std::span<const std::byte> data);
+  bool send_shared(uint32_t id, uint16_t gen, const SharedBuffer& buffer);
   void close_graceful(uint32_t id, uint16_t gen);
   void abort(uint32_t id, uint16_t gen);
   void shutdown_write(uint32_t id, uint16_t gen);

@@ -6,10 +6,12 @@
 // one thread.
 #include <myriad/http.hpp>
 #include <myriad/myriad.hpp>
+#include <myriad/websocket.hpp>
 
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -25,7 +27,11 @@
 namespace {
 
 const char* kUsage = R"(usage: myriad-server [options]
-  --protocol echo|http      what to serve (echo: every byte back, in order; http: see below)
+  --protocol echo|http|ws-echo  what to serve (echo: every byte back, in order; http: see below;
+                            ws-echo: a WebSocket server, every message back as it came)
+  --ws-max-message SIZE     ws-echo: largest message accepted, else close 1009 (default 1MiB)
+  --ws-ping DUR             ws-echo: ping connections idle this long (default 0: never)
+  --ws-no-compression       ws-echo: decline permessage-deflate
   --coroutines              write the handler as a coroutine per connection (costs a frame each)
   --listen HOST:PORT        address to listen on (default 0.0.0.0:7000)
   --shards N                event-loop threads (default: online CPUs)
@@ -51,6 +57,15 @@ class Echo final : public myriad::Handler {
   void on_data(myriad::Connection c, myriad::Chunk data) override { c.send(std::move(data)); }
 };
 
+// ws-echo: every WebSocket message back, text as text, binary as binary (what conformance
+// suites drive). Any path upgrades; plain HTTP requests get 404.
+class WsEcho final : public myriad::ws::WebSocketHandler {
+ public:
+  void on_message(myriad::ws::WebSocket ws, const myriad::ws::Message& m) override {
+    ws.send(m.type, m.payload);
+  }
+};
+
 // The same protocol in the coroutine form, for comparing what each form costs.
 myriad::Task echo_session(myriad::Stream& s) {
   while (myriad::Chunk data = co_await s.receive()) {
@@ -72,9 +87,12 @@ void on_signal(int sig) {
 
 // The HTTP mode, when it runs (its counters are printed with the runtime's).
 std::unique_ptr<myriad_server::HttpMode> g_http;
+const myriad::ws::Server* g_ws_server = nullptr;  // set for --protocol ws-echo
 
 void print_counters(const char* what, const myriad::Runtime& runtime) {
-  std::printf("myriad-server: %s %s\n", what, runtime.counters().to_string().c_str());
+  std::string ws = g_ws_server ? " " + g_ws_server->stats().to_string() : "";
+  std::printf("myriad-server: %s %s%s\n", what, runtime.counters().to_string().c_str(),
+              ws.c_str());
   if (g_http) std::printf("myriad-server: http %s\n", g_http->server().stats().to_string().c_str());
   std::fflush(stdout);
 }
@@ -95,6 +113,7 @@ int main(int argc, char** argv) {
   myriad::Duration stats{0};
   bool coroutines = false;
   myriad_server::HttpModeOptions http_options;
+  myriad::ws::Options ws_options;
   try {
     for (int i = 1; i < argc; ++i) {
       std::string_view arg = argv[i];
@@ -108,6 +127,13 @@ int main(int argc, char** argv) {
         return 0;
       } else if (arg == "--protocol") {
         protocol = value();
+      } else if (arg == "--ws-max-message") {
+        ws_options.max_message_size = myriad::parse_size(value());
+        config.max_spill = std::max(config.max_spill, ws_options.max_message_size);
+      } else if (arg == "--ws-ping") {
+        ws_options.ping_interval = myriad::parse_duration(value());
+      } else if (arg == "--ws-no-compression") {
+        ws_options.compression = false;
       } else if (arg == "--coroutines") {
         coroutines = true;
       } else if (arg == "--listen") {
@@ -158,12 +184,12 @@ int main(int argc, char** argv) {
         usage_error("unknown option " + std::string(arg));
       }
     }
-    if (protocol != "echo" && protocol != "http") {
-      usage_error("unknown protocol '" + protocol + "' (known: echo, http)");
+    if (protocol != "echo" && protocol != "http" && protocol != "ws-echo") {
+      usage_error("unknown protocol '" + protocol + "' (known: echo, http, ws-echo)");
     }
-    if (protocol == "http" && coroutines) usage_error("--coroutines is for --protocol echo");
-    if (protocol == "http" && config.handlers_on_workers) {
-      usage_error("--handlers-on-workers is for --protocol echo (http answers on its shard)");
+    if (protocol != "echo" && coroutines) usage_error("--coroutines is for --protocol echo");
+    if (protocol != "echo" && config.handlers_on_workers) {
+      usage_error("--handlers-on-workers is for --protocol echo (the others answer on their shard)");
     }
   } catch (const std::invalid_argument& e) {
     usage_error(e.what());
@@ -178,9 +204,20 @@ int main(int argc, char** argv) {
 
   Echo echo;
   myriad::CoroutineHandler echo_coroutines(echo_session);
-  myriad::Handler* handler = coroutines ? static_cast<myriad::Handler*>(&echo_coroutines) : &echo;
+  WsEcho ws_echo;
+  myriad::ws::Server ws_server(ws_echo, ws_options);
+  myriad::http::Server ws_http([](const myriad::http::Request&, myriad::http::Response& res) {
+    res.send(404, "text/plain", "WebSocket only here\n");
+  });
+  ws_http.set_upgrade_hook([&](const myriad::http::Request& req, myriad::http::Response& res) {
+    return ws_server.upgrade(req, res);
+  });
+  myriad::Handler* handler = protocol == "ws-echo" ? static_cast<myriad::Handler*>(&ws_http)
+                             : coroutines          ? static_cast<myriad::Handler*>(&echo_coroutines)
+                                                   : &echo;
   if (coroutines && config.handlers_on_workers)
     usage_error("--coroutines cannot go with --handlers-on-workers");
+  if (protocol == "ws-echo") g_ws_server = &ws_server;
   try {
     if (protocol == "http") {
       g_http = std::make_unique<myriad_server::HttpMode>(http_options);

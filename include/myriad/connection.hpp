@@ -13,6 +13,7 @@
 #include <myriad/chunk.hpp>
 #include <myriad/config.hpp>
 #include <myriad/offload.hpp>
+#include <myriad/shared_buffer.hpp>
 
 namespace myriad {
 
@@ -59,6 +60,9 @@ class Connection {
   bool send(std::string_view data) {
     return send(std::as_bytes(std::span(data.data(), data.size())));
   }
+  // Zero-copy send of bytes many connections may share: the queue keeps a reference to the
+  // buffer (not a copy) until the kernel has taken the bytes, or the connection is gone.
+  bool send(const SharedBuffer& buffer);
   // Bytes queued and not yet taken by the kernel.
   std::size_t queued() const;
   // False while above the high write watermark (until the queue drains below the low one).

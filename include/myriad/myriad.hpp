@@ -10,3 +10,4 @@
 #include <myriad/handler.hpp>
 #include <myriad/runtime.hpp>
 #include <myriad/shard.hpp>
+#include <myriad/shared_buffer.hpp>
