@@ -21,7 +21,7 @@
 
 namespace myriad::load {
 
-enum class Mode { kHold, kEcho, kRate };
+enum class Mode { kHold, kEcho, kRate, kSubscribe };
 
 struct Options {
   Mode mode = Mode::kHold;

@@ -1,4 +1,4 @@
-// myriad-server: a TCP server built on myriad. Its first protocol is echo.
+// myriad-server: a TCP server built on myriad. Protocols: echo, and topics (publish/subscribe).
 //
 // Uses only the public API. SIGINT or SIGTERM starts a graceful shutdown: stop accepting, let
 // queued output drain for --drain-timeout, close everything, print the counters, exit 0.
@@ -23,12 +23,14 @@
 #include <string_view>
 
 #include "http_mode.hpp"
+#include "topic_protocol.hpp"
 
 namespace {
 
 const char* kUsage = R"(usage: myriad-server [options]
-  --protocol echo|http|ws-echo  what to serve (echo: every byte back, in order; http: see below;
-                            ws-echo: a WebSocket server, every message back as it came)
+  --protocol echo|http|ws-echo|topics  what to serve (echo: every byte back, in order;
+                            http: see below; ws-echo: a WebSocket server, every message back as it
+                            came; topics: pub/sub, see below)
   --ws-max-message SIZE     ws-echo: largest message accepted, else close 1009 (default 1MiB)
   --ws-ping DUR             ws-echo: ping connections idle this long (default 0: never)
   --ws-no-compression       ws-echo: decline permessage-deflate
@@ -51,6 +53,7 @@ const char* kUsage = R"(usage: myriad-server [options]
   --max-spill SIZE          bytes a connection may keep across receives (default 1MiB)
   --help                    this text
 )";
+const char* kUsageTopics = server::TopicOptions::usage();
 
 class Echo final : public myriad::Handler {
  public:
@@ -98,8 +101,8 @@ void print_counters(const char* what, const myriad::Runtime& runtime) {
 }
 
 [[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "myriad-server: %s\n%s%s", message.c_str(), kUsage,
-               myriad_server::kHttpModeUsage);
+  std::fprintf(stderr, "myriad-server: %s\n%s%s%s", message.c_str(), kUsage,
+               myriad_server::kHttpModeUsage, kUsageTopics);
   std::exit(2);
 }
 
@@ -114,6 +117,7 @@ int main(int argc, char** argv) {
   bool coroutines = false;
   myriad_server::HttpModeOptions http_options;
   myriad::ws::Options ws_options;
+  server::TopicOptions topic_options;
   try {
     for (int i = 1; i < argc; ++i) {
       std::string_view arg = argv[i];
@@ -124,6 +128,7 @@ int main(int argc, char** argv) {
       if (arg == "--help" || arg == "-h") {
         std::fputs(kUsage, stdout);
         std::fputs(myriad_server::kHttpModeUsage, stdout);
+        std::fputs(kUsageTopics, stdout);
         return 0;
       } else if (arg == "--protocol") {
         protocol = value();
@@ -180,17 +185,19 @@ int main(int argc, char** argv) {
         http_options.http.limits.request_timeout = myriad::parse_duration(value());
       } else if (arg == "--heartbeat") {
         http_options.http.heartbeat_interval = myriad::parse_duration(value());
+      } else if (topic_options.parse(arg, value)) {
       } else {
         usage_error("unknown option " + std::string(arg));
       }
     }
-    if (protocol != "echo" && protocol != "http" && protocol != "ws-echo") {
-      usage_error("unknown protocol '" + protocol + "' (known: echo, http, ws-echo)");
+    if (protocol != "echo" && protocol != "http" && protocol != "ws-echo" && protocol != "topics") {
+      usage_error("unknown protocol '" + protocol + "' (known: echo, http, ws-echo, topics)");
     }
     if (protocol != "echo" && coroutines) usage_error("--coroutines is for --protocol echo");
     if (protocol != "echo" && config.handlers_on_workers) {
       usage_error("--handlers-on-workers is for --protocol echo (the others answer on their shard)");
     }
+    topic_options.pubsub.validate();
   } catch (const std::invalid_argument& e) {
     usage_error(e.what());
   }
@@ -212,9 +219,15 @@ int main(int argc, char** argv) {
   ws_http.set_upgrade_hook([&](const myriad::http::Request& req, myriad::http::Response& res) {
     return ws_server.upgrade(req, res);
   });
-  myriad::Handler* handler = protocol == "ws-echo" ? static_cast<myriad::Handler*>(&ws_http)
-                             : coroutines          ? static_cast<myriad::Handler*>(&echo_coroutines)
-                                                   : &echo;
+  server::TopicProtocol topics(topic_options.max_message);
+  myriad::Handler* handler = protocol == "ws-echo"  ? static_cast<myriad::Handler*>(&ws_http)
+                             : protocol == "topics" ? static_cast<myriad::Handler*>(&topics)
+                             : coroutines           ? static_cast<myriad::Handler*>(&echo_coroutines)
+                                                    : &echo;
+  if (protocol == "topics") {
+    // A PUB waits whole in the spill buffer.
+    config.max_spill = std::max(config.max_spill, topic_options.max_message + 1024);
+  }
   if (coroutines && config.handlers_on_workers)
     usage_error("--coroutines cannot go with --handlers-on-workers");
   if (protocol == "ws-echo") g_ws_server = &ws_server;
@@ -225,6 +238,11 @@ int main(int argc, char** argv) {
     }
     myriad::Runtime runtime(config);
     myriad::Address bound = runtime.listen(myriad::Address::parse(listen), *handler);
+    std::unique_ptr<myriad::PubSub> pubsub;
+    if (protocol == "topics") {
+      pubsub = std::make_unique<myriad::PubSub>(runtime, topic_options.pubsub);
+      topics.attach(*pubsub);
+    }
     g_runtime.store(&runtime);
     struct sigaction action {};
     action.sa_handler = on_signal;
@@ -235,6 +253,7 @@ int main(int argc, char** argv) {
     // Runs on shard 0 (the main thread) every `stats`.
     std::function<void()> print_stats = [&] {
       print_counters("stats", runtime);
+      if (pubsub) std::printf("myriad-server: pubsub %s\n", pubsub->counters().to_string().c_str());
       myriad::Shard::current()->after(stats, print_stats);
     };
     runtime.run([&] {
@@ -257,6 +276,11 @@ int main(int argc, char** argv) {
     ::signal(SIGTERM, SIG_DFL);
     g_runtime.store(nullptr);
     print_counters("stopped:", runtime);
+    if (pubsub) {
+      std::printf("myriad-server: pubsub %s protocol_errors=%llu\n",
+                  pubsub->counters().to_string().c_str(),
+                  static_cast<unsigned long long>(topics.errors()));
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "myriad-server: %s\n", e.what());
     return 1;
