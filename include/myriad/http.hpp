@@ -5,7 +5,8 @@
 // Threads: a Server is given to Runtime::listen() and serves every shard; its callbacks (the
 // request handler, the upgrade hook, stream events) run on the connection's shard thread, several
 // shards at once, so they must be safe to call concurrently (or use one Server per shard through
-// the factory form of listen()). Request, Response and Stream are used on that thread only; a
+// the factory form of listen()); it does not run with Config::handlers_on_workers (it answers on
+// the shard). Request, Response and Stream are used on that thread only; a
 // Stream is a small value handle that may be kept and copied, and to write to it from elsewhere
 // post to its shard: `s.connection().shard().post([s]() mutable { s.write("..."); })`.
 //

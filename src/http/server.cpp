@@ -54,13 +54,14 @@ bool has_no_body(int status) {
 }  // namespace
 
 // The counters, one ShardCounter each, written by the shard alone.
-#define MYRIAD_HTTP_STATS(X)                                                               \
-  X(requests)                                                                              \
-  X(responses)                                                                             \
-  X(bad_request)                                                                           \
-  X(header_too_large) X(body_too_large) X(request_timeout) X(version_unsupported)          \
-      X(not_implemented) X(handler_errors) X(continues) X(incomplete_at_close) X(upgrades) \
-          X(upgrades_refused) X(partial_requests) X(streams_open) X(streams_opened) X(heartbeats)
+#define MYRIAD_HTTP_STATS(X)                                                                       \
+  X(requests)                                                                                      \
+  X(responses)                                                                                     \
+  X(bad_request)                                                                                   \
+  X(header_too_large)                                                                              \
+  X(body_too_large) X(request_timeout) X(version_unsupported) X(not_implemented) X(handler_errors) \
+      X(continues) X(incomplete_at_close) X(upgrades) X(upgrades_refused) X(partial_requests)      \
+          X(streams_open) X(streams_opened) X(heartbeats)
 
 struct StatCounters {
 #define MYRIAD_FIELD(name) ShardCounter name;
@@ -437,6 +438,9 @@ bool Access::Dispatch::on_request(const Message& m) {
       return false;
     }
     resp.upgrade_ = false;
+    // user() is the server's unless the connection switches: a hook that set it and then
+    // did not switch broke the contract; reset it rather than misread it later.
+    if (c_.user() != nullptr) c_.set_user(nullptr);
     if (decision.kind() == Upgrade::kRefused) {
       s_.stats.upgrades_refused.add();
       if (!resp.finished_) {
