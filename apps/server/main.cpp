@@ -28,12 +28,13 @@
 namespace {
 
 const char* kUsage = R"(usage: myriad-server [options]
-  --protocol echo|http|ws-echo|topics  what to serve (echo: every byte back, in order;
-                            http: see below; ws-echo: a WebSocket server, every message back as it
-                            came; topics: pub/sub, see below)
-  --ws-max-message SIZE     ws-echo: largest message accepted, else close 1009 (default 1MiB)
-  --ws-ping DUR             ws-echo: ping connections idle this long (default 0: never)
-  --ws-no-compression       ws-echo: decline permessage-deflate
+  --protocol echo|http|ws-echo|topics  what to serve (echo: every byte back, in order; http:
+                            see below, and /ws upgrades to ws-echo; ws-echo: WebSocket on every
+                            path, each message echoed back as it came, text as text; topics:
+                            pub/sub, see below)
+  --ws-max-message SIZE     WebSocket: largest message accepted, else close 1009 (default 1MiB)
+  --ws-ping DUR             WebSocket: ping connections idle this long (default 0: never)
+  --ws-no-compression       WebSocket: decline permessage-deflate
   --coroutines              write the handler as a coroutine per connection (costs a frame each)
   --listen HOST:PORT        address to listen on (default 0.0.0.0:7000)
   --shards N                event-loop threads (default: online CPUs)
@@ -61,7 +62,7 @@ class Echo final : public myriad::Handler {
 };
 
 // ws-echo: every WebSocket message back, text as text, binary as binary (what conformance
-// suites drive). Any path upgrades; plain HTTP requests get 404.
+// suites drive).
 class WsEcho final : public myriad::ws::WebSocketHandler {
  public:
   void on_message(myriad::ws::WebSocket ws, const myriad::ws::Message& m) override {
@@ -90,13 +91,12 @@ void on_signal(int sig) {
 
 // The HTTP mode, when it runs (its counters are printed with the runtime's).
 std::unique_ptr<myriad_server::HttpMode> g_http;
-const myriad::ws::Server* g_ws_server = nullptr;  // set for --protocol ws-echo
+const myriad::ws::Server* g_ws = nullptr;  // --protocol http or ws-echo
 
 void print_counters(const char* what, const myriad::Runtime& runtime) {
-  std::string ws = g_ws_server ? " " + g_ws_server->stats().to_string() : "";
-  std::printf("myriad-server: %s %s%s\n", what, runtime.counters().to_string().c_str(),
-              ws.c_str());
+  std::printf("myriad-server: %s %s\n", what, runtime.counters().to_string().c_str());
   if (g_http) std::printf("myriad-server: http %s\n", g_http->server().stats().to_string().c_str());
+  if (g_ws) std::printf("myriad-server: ws %s\n", g_ws->stats().to_string().c_str());
   std::fflush(stdout);
 }
 
@@ -211,30 +211,30 @@ int main(int argc, char** argv) {
 
   Echo echo;
   myriad::CoroutineHandler echo_coroutines(echo_session);
-  WsEcho ws_echo;
-  myriad::ws::Server ws_server(ws_echo, ws_options);
-  myriad::http::Server ws_http([](const myriad::http::Request&, myriad::http::Response& res) {
-    res.send(404, "text/plain", "WebSocket only here\n");
-  });
-  ws_http.set_upgrade_hook([&](const myriad::http::Request& req, myriad::http::Response& res) {
-    return ws_server.upgrade(req, res);
-  });
   server::TopicProtocol topics(topic_options.max_message);
-  myriad::Handler* handler = protocol == "ws-echo"  ? static_cast<myriad::Handler*>(&ws_http)
-                             : protocol == "topics" ? static_cast<myriad::Handler*>(&topics)
-                             : coroutines           ? static_cast<myriad::Handler*>(&echo_coroutines)
-                                                    : &echo;
+  myriad::Handler* handler = protocol == "topics" ? static_cast<myriad::Handler*>(&topics)
+                             : coroutines         ? static_cast<myriad::Handler*>(&echo_coroutines)
+                                                  : &echo;
   if (protocol == "topics") {
     // A PUB waits whole in the spill buffer.
     config.max_spill = std::max(config.max_spill, topic_options.max_message + 1024);
   }
+  WsEcho ws_echo;
+  myriad::ws::Server ws_server(ws_echo, ws_options);  // outlives the runtime
   if (coroutines && config.handlers_on_workers)
     usage_error("--coroutines cannot go with --handlers-on-workers");
-  if (protocol == "ws-echo") g_ws_server = &ws_server;
   try {
-    if (protocol == "http") {
+    if (protocol == "http" || protocol == "ws-echo") {
       g_http = std::make_unique<myriad_server::HttpMode>(http_options);
       handler = &g_http->server();
+      g_ws = &ws_server;
+      // ws-echo upgrades on every path; http on /ws only.
+      bool any_path = protocol == "ws-echo";
+      g_http->server().set_upgrade_hook(
+          [&ws_server, any_path](const myriad::http::Request& req, myriad::http::Response& res) {
+            if (!any_path && req.path() != "/ws") return myriad::http::Upgrade::pass();
+            return ws_server.upgrade(req, res);
+          });
     }
     myriad::Runtime runtime(config);
     myriad::Address bound = runtime.listen(myriad::Address::parse(listen), *handler);

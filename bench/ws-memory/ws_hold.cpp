@@ -96,7 +96,8 @@ class Hold final : public myriad::Handler {
   }
 
   void on_close(myriad::Connection c, myriad::CloseReason reason, int error) override {
-    if (!stopping_.load(std::memory_order_relaxed) || reason == myriad::CloseReason::kConnectFailed) {
+    if (!stopping_.load(std::memory_order_relaxed) ||
+        reason == myriad::CloseReason::kConnectFailed) {
       if (totals_.failed.fetch_add(1) < 5) {
         std::fprintf(stderr, "ws-hold: a connection ended early: %s (%s)\n",
                      myriad::to_string(reason), std::strerror(error));
@@ -150,12 +151,18 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) usage("missing value");
       return argv[++i];
     };
-    if (arg == "--target") target = value();
-    else if (arg == "--connections") count = std::stoull(value());
-    else if (arg == "--hold") hold = myriad::parse_duration(value());
-    else if (arg == "--timeout") timeout = myriad::parse_duration(value());
-    else if (arg == "--connect-window") window = std::stoull(value());
-    else usage("unknown option");
+    if (arg == "--target")
+      target = value();
+    else if (arg == "--connections")
+      count = std::stoull(value());
+    else if (arg == "--hold")
+      hold = myriad::parse_duration(value());
+    else if (arg == "--timeout")
+      timeout = myriad::parse_duration(value());
+    else if (arg == "--connect-window")
+      window = std::stoull(value());
+    else
+      usage("unknown option");
   }
   // "127.0.0.1-127.0.0.8:7000": a range of addresses on one port.
   auto colon = target.rfind(':');
@@ -199,7 +206,7 @@ int main(int argc, char** argv) {
     shard->after(200ms, [&] { runtime.stop(); });
   };
   verify = [&] {
-    if (totals.verified.load() == count) {
+    if (totals.verified.load() == count || totals.failed.load() > 0) {
       finish(totals.failed.load() == 0 ? 0 : 1);
     } else if (std::chrono::steady_clock::now() > deadline + hold) {
       std::fprintf(stderr, "ws-hold: not every connection answered its ping\n");
