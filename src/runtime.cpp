@@ -294,6 +294,13 @@ BackendInfo Runtime::backend() const {
   return info;
 }
 
+void Runtime::post_all(const std::function<void(Shard&)>& fn) {
+  for (auto& shard : impl_->shards) {
+    ShardImpl* target = shard.get();
+    target->post_task([target, fn] { fn(*target); });
+  }
+}
+
 Counters Runtime::counters() const {
   Counters sum;
   for (const auto& s : impl_->shards) sum += s->snapshot();

@@ -691,12 +691,12 @@ void ShardImpl::deliver_close(uint32_t id, CloseReason reason, int error) {
   Handler* h = handlers_[r.handler];
   if (!config_.handlers_on_workers) {
     h->on_close(Connection(this, id, gen), reason, error);
+    destroy_state(records_[id]);
     return;
   }
-  // The slot may be reused before the worker runs this: the event carries what it needs.
-  void* user = r.user;
-  dispatch(id, [this, id, gen, h, reason, error, user] {
-    (void)user;
+  // The slot may be reused before the worker runs this: the event carries what it needs (the
+  // user pointer and state are the strand's).
+  dispatch(id, [this, id, gen, h, reason, error] {
     h->on_close(Connection(this, id, gen), reason, error);
   });
   // No event follows on_close: the strand is dropped once it has run.
@@ -728,6 +728,7 @@ void ShardImpl::on_closed(uint32_t id) {
     r.flags &= ~flag::kOpen;  // lets maybe_free_ext let go of everything
     maybe_free_ext(id);
   }
+  destroy_state(r);  // normally gone after on_close already; not if on_close never ran
   r.flags = 0;
   r.user = nullptr;
   r.held = 0;
@@ -757,9 +758,9 @@ void ShardImpl::close_graceful(uint32_t id, uint16_t gen) {
   }
 }
 
-void ShardImpl::abort(uint32_t id, uint16_t gen) {
+void ShardImpl::abort(uint32_t id, uint16_t gen, CloseReason reason) {
   if (live(id, gen) == nullptr) return;
-  close_now(id, CloseReason::kLocal, 0, true);
+  close_now(id, reason, 0, true);
 }
 
 void ShardImpl::shutdown_write(uint32_t id, uint16_t gen) {
@@ -795,15 +796,62 @@ void* ShardImpl::user_of(uint32_t id, uint16_t gen) const {
     uint32_t token = id & ~kPendingConnect;
     return token < connects_.size() ? connects_[token].user : nullptr;
   }
+  if (Strand* s = own_strand(id, gen)) return s->state ? s->state->get() : s->user;
   if (id >= capacity_) return nullptr;
   const Record& r = records_[id];
-  return r.gen == gen && (r.flags & flag::kOpen) != 0 ? r.user : nullptr;
+  if (r.gen != gen || (r.flags & flag::kOpen) == 0) return nullptr;
+  if ((r.flags & flag::kOwnsState) != 0) return static_cast<detail::StateBox*>(r.user)->get();
+  return r.user;
 }
 
 void ShardImpl::set_user(uint32_t id, uint16_t gen, void* user) {
+  if (Strand* s = own_strand(id, gen)) {
+    s->state.reset();
+    s->user = user;
+    return;
+  }
   if (id >= capacity_) return;
   Record& r = records_[id];
-  if (r.gen == gen && (r.flags & flag::kOpen) != 0) r.user = user;
+  if (r.gen != gen || (r.flags & flag::kOpen) == 0) return;
+  destroy_state(r);
+  r.user = user;
+}
+
+detail::StateBox* ShardImpl::state_of(uint32_t id, uint16_t gen) const {
+  if (Strand* s = own_strand(id, gen)) return s->state.get();
+  if (id >= capacity_) return nullptr;
+  const Record& r = records_[id];
+  if (r.gen != gen ||
+      (r.flags & (flag::kOpen | flag::kOwnsState)) != (flag::kOpen | flag::kOwnsState)) {
+    return nullptr;
+  }
+  return static_cast<detail::StateBox*>(r.user);
+}
+
+bool ShardImpl::set_state(uint32_t id, uint16_t gen, detail::StateBox* box) {
+  std::unique_ptr<detail::StateBox> owned(box);
+  if (Strand* s = own_strand(id, gen)) {
+    s->state = std::move(owned);
+    s->user = nullptr;
+    return true;
+  }
+  // Only while the handler may still use it: after on_close nothing would destroy it in time.
+  if (!conn_valid(id, gen)) return false;
+  Record& r = records_[id];
+  destroy_state(r);
+  r.user = nullptr;
+  if (owned) {
+    r.user = owned.release();
+    r.flags |= flag::kOwnsState;
+  }
+  return true;
+}
+
+void ShardImpl::destroy_state(Record& r) {
+  if ((r.flags & flag::kOwnsState) == 0) return;
+  r.flags &= ~flag::kOwnsState;
+  auto* box = static_cast<detail::StateBox*>(std::exchange(r.user, nullptr));
+  delete box;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -891,13 +939,38 @@ void ShardImpl::on_timer(uint32_t timer) {
   uint32_t slot = timer - capacity_;
   std::function<void()> fn = std::move(user_timers_[slot].fn);
   user_timers_[slot].fn = nullptr;
-  ++user_timers_[slot].gen;
-  free_user_timers_.push_back(slot);
-  if (fn) fn();
+  if (user_timers_[slot].period == 0) {
+    free_user_timer(slot);
+    if (fn) fn();
+    return;
+  }
+  // Periodic: the callback may set timers (moving user_timers_) or cancel this one, so it runs
+  // from a local and the slot is looked up again after.
+  uint32_t gen = user_timers_[slot].gen;
+  user_timers_[slot].firing = true;
+  fn();
+  UserTimer& t = user_timers_[slot];
+  if (t.gen != gen) return;  // cancelled from its own callback: the slot is free already
+  t.firing = false;
+  t.fn = std::move(fn);
+  // Fixed rate: the next due tick follows the last one, not the (possibly late) firing; turns
+  // missed while the loop was busy are skipped, not run in a burst.
+  t.due += t.period;
+  if (t.due <= tick_now_) t.due += (tick_now_ - t.due) / t.period * t.period + t.period;
+  wheel_->arm(timer, t.due);
 }
 
-TimerId ShardImpl::add_timer(Duration d, std::function<void()> fn) {
-  assert(in_thread());
+void ShardImpl::free_user_timer(uint32_t slot) {
+  UserTimer& t = user_timers_[slot];
+  t.fn = nullptr;
+  t.period = 0;
+  t.firing = false;
+  ++t.gen;
+  free_user_timers_.push_back(slot);
+}
+
+TimerId ShardImpl::add_timer(Duration d, std::function<void()> fn, Duration period) {
+  assert(in_thread() && "Shard::after()/every() are for the shard's own thread");
   uint32_t slot;
   if (!free_user_timers_.empty()) {
     slot = free_user_timers_.back();
@@ -907,24 +980,32 @@ TimerId ShardImpl::add_timer(Duration d, std::function<void()> fn) {
     slot = static_cast<uint32_t>(user_timers_.size());
     user_timers_.emplace_back();
   }
-  user_timers_[slot].fn = std::move(fn);
+  UserTimer& t = user_timers_[slot];
+  t.fn = std::move(fn);
   uint64_t ns = static_cast<uint64_t>(std::max<int64_t>(d.count(), 0));
   // Now is the current tick plus the part of it already gone: round the rest up.
   auto since_tick = static_cast<uint64_t>((now_ - start_).count()) % tick_ns_;
   uint64_t ticks = (ns + since_tick + tick_ns_ - 1) / tick_ns_;
-  wheel_->arm(capacity_ + slot, tick_now_ + std::max<uint64_t>(ticks, 1));
-  return (uint64_t{user_timers_[slot].gen} << 32) | (slot + 1);
+  t.due = tick_now_ + std::max<uint64_t>(ticks, 1);
+  // A period shorter than a tick fires once a tick.
+  t.period =
+      period.count() > 0
+          ? std::max<uint64_t>(1, (static_cast<uint64_t>(period.count()) + tick_ns_ / 2) / tick_ns_)
+          : 0;
+  wheel_->arm(capacity_ + slot, t.due);
+  return (uint64_t{t.gen} << 32) | (slot + 1);
 }
 
 bool ShardImpl::cancel_timer(TimerId id) {
+  assert(in_thread() && "Shard::cancel() is for the shard's own thread");
   uint32_t low = static_cast<uint32_t>(id);
   if (low == 0 || low > user_timers_.size()) return false;
   uint32_t slot = low - 1;
-  if (user_timers_[slot].gen != static_cast<uint32_t>(id >> 32)) return false;
-  if (!wheel_->cancel(capacity_ + slot)) return false;
-  user_timers_[slot].fn = nullptr;
-  ++user_timers_[slot].gen;
-  free_user_timers_.push_back(slot);
+  UserTimer& t = user_timers_[slot];
+  if (t.gen != static_cast<uint32_t>(id >> 32)) return false;
+  // A periodic timer cancelled from its own callback is not armed, but it is still live.
+  if (!t.firing && !wheel_->cancel(capacity_ + slot)) return false;
+  free_user_timer(slot);
   return true;
 }
 
@@ -1007,7 +1088,9 @@ void ShardImpl::dispatch(uint32_t id, Event&& event) {
 }
 
 void ShardImpl::enqueue_strand(uint64_t key, std::function<void()> event) {
-  Strand& s = strands_[key];
+  auto [it, made] = strands_.try_emplace(key);
+  Strand& s = it->second;
+  if (made) s.user = records_[static_cast<uint32_t>(key)].user;  // e.g. connect()'s user
   s.key = key;
   s.events.push_back(std::move(event));
   if (!s.running) start_strand(key);
@@ -1102,6 +1185,7 @@ void ShardImpl::teardown() {
     counters_.open.sub();
     Handler* h = handlers_[r.handler];
     h->on_close(Connection(this, id, r.gen), CloseReason::kShutdown, 0);
+    destroy_state(r);
   }
   backend_->close_all();
   backend_.reset();

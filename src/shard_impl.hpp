@@ -58,7 +58,7 @@ struct Ext {
 // One per connection slot, in a table that only costs memory where connections are. 32 bytes,
 // and nothing else is allocated for an idle connection.
 struct Record {
-  void* user;
+  void* user;  // the handler's pointer, or (flag::kOwnsState) the StateBox it owns
   Ext* ext;
   uint32_t last_active;  // low 32 bits of the shard tick of the last receive
   uint16_t gen;          // bumped when the slot is freed, so stale handles do nothing
@@ -88,6 +88,7 @@ constexpr uint16_t kPauseUser = 1 << 11;
 constexpr uint16_t kPauseBuffers = 1 << 12;
 constexpr uint16_t kPauseOffload = 1 << 13;
 constexpr uint16_t kOutbound = 1 << 14;
+constexpr uint16_t kOwnsState = 1 << 15;  // user points to a StateBox the connection owns
 }  // namespace flag
 
 }  // namespace detail
@@ -162,7 +163,7 @@ class ShardImpl final : public Shard {
   bool send_copy(uint32_t id, uint16_t gen, std::span<const std::byte> data);
   bool send_shared(uint32_t id, uint16_t gen, const SharedBuffer& buffer);
   void close_graceful(uint32_t id, uint16_t gen);
-  void abort(uint32_t id, uint16_t gen);
+  void abort(uint32_t id, uint16_t gen, CloseReason reason);
   void shutdown_write(uint32_t id, uint16_t gen);
   void set_user_pause(uint32_t id, uint16_t gen, bool paused);
   bool spill_append(uint32_t id, uint16_t gen, std::span<const std::byte> data);
@@ -175,8 +176,21 @@ class ShardImpl final : public Shard {
   void offload(uint32_t id, uint16_t gen, bool has_connection,
                std::unique_ptr<detail::OffloadJob> job);
   void post_task(std::function<void()> fn);  // thread-safe
-  TimerId add_timer(Duration d, std::function<void()> fn);
+  TimerId add_timer(Duration d, std::function<void()> fn, Duration period = Duration::zero());
   bool cancel_timer(TimerId id);
+  Handler* listener_handler(std::size_t listener) const {
+    return listener < listeners_.size() ? listeners_[listener].handler : nullptr;
+  }
+  std::size_t listener_count() const { return listeners_.size(); }
+  // Whether the calling thread may use connection (id, gen): its shard's thread, or the worker
+  // running its handler events (Config::handlers_on_workers).
+  bool may_touch(uint32_t id, uint16_t gen) const {
+    return in_thread() || own_strand(id, gen) != nullptr;
+  }
+  detail::StateBox* state_of(uint32_t id, uint16_t gen) const;
+  // Takes ownership of box (nullptr: none), destroying the state it replaces. Returns false,
+  // and destroys box, if the connection is not open.
+  bool set_state(uint32_t id, uint16_t gen, detail::StateBox* box);
   void start_connect(const Address& to, Handler& handler, void* user);
   std::chrono::steady_clock::time_point loop_now() const { return now_; }
   Counters snapshot() const;
@@ -194,7 +208,10 @@ class ShardImpl final : public Shard {
   };
   struct UserTimer {
     std::function<void()> fn;
+    uint64_t period = 0;  // ticks; 0 for a one-shot timer
+    uint64_t due = 0;     // a periodic timer's next tick, kept exact so that it does not drift
     uint32_t gen = 0;
+    bool firing = false;  // a periodic timer inside its own callback
   };
   struct ShardCounters {
     ShardCounter accepted, connected, connect_failed, rejected, open, closed_peer, closed_reset,
@@ -226,6 +243,9 @@ class ShardImpl final : public Shard {
   void uncharge_chunk(uint32_t chunk);
   void release_queue_chunk(uint32_t chunk) { release_chunk(chunk); }
   void on_timer(uint32_t timer);
+  void free_user_timer(uint32_t slot);
+  // Destroys the connection's owned state, if it has one (after on_close, or when replaced).
+  void destroy_state(detail::Record& r);
   void arm_idle_timer(uint32_t id);
   uint64_t tick_of(std::chrono::steady_clock::time_point t) const;
   void drain_inbox();
@@ -295,9 +315,19 @@ class ShardImpl final : public Shard {
     std::deque<std::function<void()>> events;
     bool running = false;
     std::vector<std::byte> spill;
+    // The connection's user pointer and typed state belong to its events too: they are kept
+    // here, not in the record the shard thread writes, and the state is destroyed with the
+    // strand, after on_close has run.
+    void* user = nullptr;
+    std::unique_ptr<detail::StateBox> state;
   };
   std::unordered_map<uint64_t, Strand> strands_;
   static thread_local Strand* running_strand_;
+  // The strand this worker runs, if it is (id, gen)'s.
+  static Strand* own_strand(uint32_t id, uint16_t gen) {
+    Strand* s = running_strand_;
+    return s != nullptr && s->key == ((uint64_t{gen} << 32) | id) ? s : nullptr;
+  }
 
   ShardCounters counters_;
   uint64_t tick_now_ = 1;

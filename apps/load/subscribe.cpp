@@ -363,6 +363,19 @@ int report(const Cli& cli, const Outcome& o, Json& json) {
     json.num("server_rss_before_bytes", static_cast<double>(o.server_before->rss_bytes));
     json.num("server_rss_subscribed_bytes", static_cast<double>(o.server_subscribed->rss_bytes));
     json.num("server_rss_bytes_per_subscriber", per);
+    if (o.cpu_end) {
+      // After the traffic too: what delivering cost beyond the subscriptions (output queues,
+      // pooled per-connection state) shows here.
+      double after = (static_cast<double>(o.cpu_end->rss_bytes) -
+                      static_cast<double>(o.server_before->rss_bytes)) /
+                     static_cast<double>(std::max<uint64_t>(o.subscribed, 1));
+      std::printf(
+          "  server pid %d: RSS %.1f MiB at the end of the window, %.1f bytes per "
+          "subscriber\n",
+          cli.server_pid, static_cast<double>(o.cpu_end->rss_bytes) / 1048576.0, after);
+      json.num("server_rss_after_traffic_bytes", static_cast<double>(o.cpu_end->rss_bytes));
+      json.num("server_rss_bytes_per_subscriber_after_traffic", after);
+    }
   }
   if (o.cpu_start && o.cpu_end && o.window_deliveries > 0) {
     double cpu = static_cast<double>(o.cpu_end->cpu_ns - o.cpu_start->cpu_ns);

@@ -19,6 +19,8 @@ const char* to_string(BackendKind kind);
 // Accepts "auto", "uring" (or "io_uring") and "epoll"; throws std::invalid_argument otherwise.
 BackendKind parse_backend(std::string_view text);
 
+// Read once, by the Runtime's constructor (which keeps its own copy and validates it): change a
+// Config before constructing the Runtime; Runtime::config() is the copy, safe from any thread.
 struct Config {
   // Shard threads, each with its own event loop, connection table, timers and buffers.
   // 0: one per online CPU.
@@ -30,7 +32,8 @@ struct Config {
   std::size_t buffer_pool_bytes = std::size_t{64} << 20;
   std::size_t buffer_size = std::size_t{16} << 10;
   // How many chunks one connection may hold (received and not released, plus chunks queued for
-  // sending) before its receiving pauses. 0: an eighth of its shard's chunks, at least 4.
+  // sending) before its receiving pauses; it resumes at half. 0: 1/32 of its shard's chunks,
+  // clamped to 4..64 (the default pool on 2 shards: 2,048 chunks each, so 64).
   std::size_t max_connection_buffers = 0;
 
   // Connections open at once, inbound and outbound, over all shards. Past it, accepted

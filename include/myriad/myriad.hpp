@@ -7,6 +7,7 @@
 #include <myriad/connection.hpp>
 #include <myriad/coro.hpp>
 #include <myriad/counters.hpp>
+#include <myriad/framing.hpp>
 #include <myriad/handler.hpp>
 #include <myriad/runtime.hpp>
 #include <myriad/shard.hpp>

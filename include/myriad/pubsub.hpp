@@ -126,6 +126,10 @@ struct PubSubConfig {
   // A slow consumer is closed gracefully (its queued output and goodbye first) and reset if it
   // has not read them within this.
   Duration close_grace = std::chrono::seconds(2);
+  // A shard queues a message on at most this many subscribers per loop turn, then lets the loop
+  // send (and the connections give their output memory back) before it goes on: so a broadcast
+  // to a million subscribers never holds a million output queues at once.
+  std::size_t deliveries_per_turn = 4096;
   // Messages waiting for a shard that has not delivered them yet. Past it, that shard misses
   // the message (counted in inbox_overflows; subscribers see a gap in the offsets).
   std::size_t max_inbox = 65536;

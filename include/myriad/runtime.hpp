@@ -28,8 +28,10 @@ struct BackendInfo {
 
 // Lifecycle: construct (chooses the backend: throws std::runtime_error if a forced backend is
 // unavailable), listen(), then either start() ... stop() and wait(), or run() on a thread of
-// yours until stop(). stop() may come from any thread or a signal handler. The destructor stops
-// and waits. Not copyable or movable.
+// yours until stop(). Construction, listen(), start(), run(), wait() and destruction belong to
+// the thread that owns the Runtime; stop() may come from any thread or a signal handler, and
+// the methods marked "any thread" from anywhere. The destructor stops and waits. Not copyable
+// or movable.
 class Runtime {
  public:
   explicit Runtime(Config config = {});
@@ -41,8 +43,9 @@ class Runtime {
   // over the shards. Call before start(). Returns the bound address (port 0 resolved).
   // The handler is shared by every shard (see Handler).
   Address listen(const Address& at, Handler& handler);
-  // As above, with one handler per shard made by factory(shard) on that shard's thread; the
-  // runtime owns them.
+  // As above, with one handler per shard made by factory(shard) on that shard's thread, before
+  // the shard accepts or runs anything else (Shard::handler<H>() finds it again); the runtime
+  // owns them and destroys them with itself. Per-shard state lives well in such a handler.
   Address listen(const Address& at, std::function<std::unique_ptr<Handler>(Shard&)> factory);
 
   // Starts the shard threads. Throws if a shard cannot set up its backend.
@@ -63,12 +66,19 @@ class Runtime {
   void wait();
   bool running() const;
 
+  // Any thread, from construction on (the shards exist, and stay, until the destructor).
   unsigned shard_count() const;
-  Shard& shard(unsigned index);
+  Shard& shard(unsigned index);  // throws std::out_of_range past shard_count()
   const Config& config() const;
   BackendInfo backend() const;
-  // Thread-safe: the sum of every shard's counters.
+  // Any thread: the sum of every shard's counters.
   Counters counters() const;
+
+  // Any thread. Posts fn(shard) to every shard (Shard::post, so in posting order per shard),
+  // shard 0 first; each shard gets its own copy of fn. The calling shard, if any, is included
+  // and runs it after the current callback returns. Reach every connection of a topic, every
+  // shard's handler, or gather per-shard figures this way. Costs shard_count() posts.
+  void post_all(const std::function<void(Shard&)>& fn);
 
  private:
   std::unique_ptr<RuntimeImpl> impl_;

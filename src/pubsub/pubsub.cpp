@@ -41,6 +41,8 @@ void PubSubConfig::validate() const {
                                 ": must not be negative");
   }
   if (max_inbox == 0) throw std::invalid_argument("pubsub max_inbox 0: must be positive");
+  if (deliveries_per_turn == 0)
+    throw std::invalid_argument("pubsub deliveries_per_turn 0: must be positive");
 }
 
 PubSubCounters& PubSubCounters::operator+=(const PubSubCounters& o) {
@@ -99,6 +101,12 @@ Registry::~Registry() {
 PubSubImpl::PubSubImpl(Runtime& rt, PubSubConfig cfg)
     : runtime(rt), config(std::move(cfg)), shard_count(rt.shard_count()) {
   config.validate();
+  if (config.max_queued >= rt.config().max_write_queue) {
+    throw std::invalid_argument("pubsub max_queued " + format_size(config.max_queued) +
+                                " must stay below the runtime's max_write_queue " +
+                                format_size(rt.config().max_write_queue) +
+                                ", or subscribers are closed as slow readers first");
+  }
   encodings.table[PubSub::kRaw].name = "raw";
   for (unsigned i = 0; i < shard_count; ++i) {
     shards.push_back(std::make_unique<TopicShard>(*this, i));

@@ -190,6 +190,7 @@ class TopicShard {
     std::vector<Member> members;
     uint32_t dead = 0;  // members marked kDead during a delivery
     bool delivering = false;
+    bool listed = true;  // publishers still send to this shard for it
   };
 
   Slot* find_slot(Connection c);
@@ -201,10 +202,16 @@ class TopicShard {
   void remove_all(uint32_t id, Slot& s);
   void swap_remove(uint32_t topic, uint32_t pos);
   uint32_t local_topic(pubsub::Topic* t);
+  // Tells the registry this shard no longer listens (once); the release marker follows.
+  void unlist(uint32_t topic);
   void drop_local_topic(uint32_t topic);
   void release_topic(pubsub::Topic* t);
+  // Runs the inbox: messages in order, at most deliveries_per_turn members per call.
   void drain();
-  void deliver(uint32_t topic, const pubsub::Pending& message);
+  void begin_delivery(uint32_t topic);
+  // Delivers to the current topic's next members; false when the budget ran out first.
+  bool deliver_some(const pubsub::Pending& message, std::size_t& budget);
+  void end_delivery();
   void offer(uint32_t id, EncodingId encoding, uint32_t topic, OverflowPolicy policy,
              const SharedBuffer& frame);
   void hold(Slot& s, uint32_t topic, OverflowPolicy policy, const SharedBuffer& frame);
@@ -225,13 +232,21 @@ class TopicShard {
   std::vector<uint32_t> free_topics_;
   std::vector<uint32_t> backlogged_;
   bool check_armed_ = false;
-  std::vector<uint32_t> gone_;  // subscribers found closed during a delivery
   long long memory_ = 0;
 
   std::mutex inbox_mutex_;
   std::vector<pubsub::Pending> inbox_;
-  std::vector<pubsub::Pending> batch_;
+  std::vector<pubsub::Pending> batch_;  // taken from the inbox, delivered in order
   bool drain_posted_ = false;
+
+  // The delivery in progress (one at a time): batch_[batch_pos_] to the members
+  // [cursor_, cursor_end_) of local topic current_, with the frames encoded so far.
+  std::size_t batch_pos_ = 0;
+  uint32_t current_ = pubsub::kNone;
+  uint32_t cursor_ = 0;
+  uint32_t cursor_end_ = 0;
+  uint32_t encoded_ = 0;
+  SharedBuffer frames_[PubSub::kMaxEncodings];
   uint64_t inbox_overflows_ = 0;  // under inbox_mutex_
 
   struct ShardCounters {

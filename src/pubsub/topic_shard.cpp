@@ -210,6 +210,9 @@ void TopicShard::remove_link(Slot& s, Link* prev) {
   if (lt.delivering) {
     m.conn = kDead;
     ++lt.dead;
+    // Nobody left: publishers stop sending here now, even if the delivery in progress only
+    // ends later (or never, if the shard stops first).
+    if (lt.dead == lt.members.size()) unlist(l.topic);
     return;
   }
   swap_remove(l.topic, l.pos);
@@ -241,8 +244,10 @@ void TopicShard::swap_remove(uint32_t li, uint32_t pos) {
   }
 }
 
-void TopicShard::drop_local_topic(uint32_t li) {
+void TopicShard::unlist(uint32_t li) {
   LocalTopic& lt = *topics_[li];
+  if (!lt.listed) return;
+  lt.listed = false;
   Topic* t = lt.topic;
   bool wake_needed;
   {
@@ -255,6 +260,11 @@ void TopicShard::drop_local_topic(uint32_t li) {
     wake_needed = push(t, 0, SharedBuffer());
   }
   if (wake_needed) wake();
+}
+
+void TopicShard::drop_local_topic(uint32_t li) {
+  unlist(li);
+  LocalTopic& lt = *topics_[li];
   add_memory(-static_cast<long long>(sizeof(LocalTopic) + lt.members.capacity() * sizeof(Member)));
   counters_.topics.sub();
   topics_[li].reset();
@@ -288,46 +298,82 @@ void TopicShard::wake() {
 }
 
 void TopicShard::drain() {
-  {
+  if (batch_pos_ == batch_.size()) {
+    batch_.clear();
+    batch_pos_ = 0;
     std::lock_guard lock(inbox_mutex_);
     batch_.swap(inbox_);
     drain_posted_ = false;
   }
-  for (const Pending& p : batch_) {
+  std::size_t budget = owner_.config.deliveries_per_turn;
+  while (batch_pos_ < batch_.size()) {
+    const Pending& p = batch_[batch_pos_];
     if (p.offset == 0) {
       release_topic(p.topic);
+      ++batch_pos_;
       continue;
     }
-    uint32_t li = p.topic->local[index_];
-    if (li != kNone) deliver(li, p);
+    if (current_ == kNone) {
+      uint32_t li = p.topic->local[index_];
+      if (li == kNone) {
+        ++batch_pos_;
+        continue;
+      }
+      begin_delivery(li);
+    }
+    if (!deliver_some(p, budget)) {
+      // The budget is spent: let the loop send what is queued (so connections give their
+      // output memory back) and run everything else, then go on from here.
+      shard().post([this] { drain(); });
+      return;
+    }
+    end_delivery();
+    ++batch_pos_;
   }
   batch_.clear();
+  batch_pos_ = 0;
 }
 
 // ---- Delivery ----
 
-void TopicShard::deliver(uint32_t li, const Pending& p) {
-  LocalTopic& lt = *topics_[li];  // stable: topics are held by pointer
+void TopicShard::begin_delivery(uint32_t li) {
+  LocalTopic& lt = *topics_[li];
+  current_ = li;
+  cursor_ = 0;
+  cursor_end_ = static_cast<uint32_t>(lt.members.size());
+  encoded_ = 0;
+  lt.delivering = true;
+}
+
+bool TopicShard::deliver_some(const Pending& p, std::size_t& budget) {
+  LocalTopic& lt = *topics_[current_];  // stable: topics are held by pointer
   const Topic& t = *lt.topic;
   Message message{t.name, p.offset, p.payload};
-  SharedBuffer frames[PubSub::kMaxEncodings];
-  uint32_t encoded = 0;
-  lt.delivering = true;
-  std::size_t n = lt.members.size();
-  for (std::size_t i = 0; i < n; ++i) {
-    const Member m = lt.members[i];
+  while (cursor_ < cursor_end_) {
+    if (budget == 0) return false;
+    --budget;
+    // By value: the vector may grow while we deliver (a subscribe from a callback).
+    const Member m = lt.members[cursor_++];
     if (m.conn == kDead) continue;
     uint32_t bit = 1u << m.encoding;
-    if ((encoded & bit) == 0) {
-      encoded |= bit;
+    if ((encoded_ & bit) == 0) {
+      encoded_ |= bit;
       counters_.encodes.add();
-      frames[m.encoding] = m.encoding == PubSub::kRaw
-                               ? p.payload
-                               : owner_.encodings.table[m.encoding].encode(message);
+      frames_[m.encoding] = m.encoding == PubSub::kRaw
+                                ? p.payload
+                                : owner_.encodings.table[m.encoding].encode(message);
     }
-    if (frames[m.encoding].empty()) continue;
-    offer(m.conn, m.encoding, li, t.policy, frames[m.encoding]);
+    if (frames_[m.encoding].empty()) continue;
+    offer(m.conn, m.encoding, current_, t.policy, frames_[m.encoding]);
   }
+  return true;
+}
+
+void TopicShard::end_delivery() {
+  uint32_t li = current_;
+  current_ = kNone;
+  for (SharedBuffer& f : frames_) f.reset();
+  LocalTopic& lt = *topics_[li];
   lt.delivering = false;
   if (lt.dead != 0) {
     for (std::size_t i = lt.members.size(); i-- > 0;) {

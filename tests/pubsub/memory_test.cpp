@@ -98,7 +98,9 @@ TEST_P(MemoryTest, SubscriptionsStayWithinTheirByteBudget) {
   EXPECT_LE(ps.counters().memory_bytes, 4096u) << "tables left behind after unsubscribing";
   if (heap) {
     std::size_t h3 = topic_test::heap_in_use();
-    EXPECT_LE(static_cast<double>(h3) - static_cast<double>(h0), 8.0 * kN)
+    // Any allocation left behind per connection would be at least malloc's 32-byte chunk; what
+    // stays besides is the shard's own bookkeeping (vectors keep their capacity).
+    EXPECT_LT(static_cast<double>(h3) - static_cast<double>(h0), 16.0 * kN)
         << "heap not given back after unsubscribing";
   }
 }
