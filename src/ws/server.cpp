@@ -174,8 +174,8 @@ struct ShardState {
   // A block from the kernel, aligned to its size (map twice the size, trim both ends): its
   // resident memory is exactly the records touched, and no heap fragments sit between blocks.
   static void* map_block() {
-    void* p = ::mmap(nullptr, 2 * kBlockBytes, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* p = ::mmap(nullptr, 2 * kBlockBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
     if (p == MAP_FAILED) throw std::bad_alloc();
     auto base = reinterpret_cast<uintptr_t>(p);
     uintptr_t aligned = (base + kBlockBytes - 1) & ~(kBlockBytes - 1);
@@ -539,7 +539,6 @@ class ConnectionSink final : public FrameSink {
   const char* why_ = nullptr;
 };
 
-
 }  // namespace
 
 // ---- Server ----
@@ -879,13 +878,16 @@ bool WebSocket::compression() const {
   return r != nullptr && (r->flags & flag::kDeflate) != 0;
 }
 
+// Not live_record(): the application reads (and clears) its pointer in on_close, which runs
+// with kReported set and perhaps on a connection that is closed already; record_of() is null
+// once the record is released (the connection's user slot is cleared, or the handle is stale).
 void* WebSocket::user() const {
-  Record* r = live_record(connection_);
+  Record* r = record_of(connection_);
   return r == nullptr ? nullptr : r->user;
 }
 
 void WebSocket::set_user(void* user) {
-  if (Record* r = live_record(connection_)) r->user = user;
+  if (Record* r = record_of(connection_)) r->user = user;
 }
 
 }  // namespace myriad::ws
