@@ -4,9 +4,7 @@ include(CMakePackageConfigHelpers)
 
 set(MYRIAD_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/myriad)
 
-# myriad_llhttp (the HTTP parser, built from Debian's node-llhttp sources) goes with a static
-# libmyriad, which needs it at the consumer's link.
-install(TARGETS myriad myriad_llhttp EXPORT myriadTargets
+install(TARGETS myriad EXPORT myriadTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
@@ -31,7 +29,7 @@ if(BUILD_SHARED_LIBS)
 else()
   set(MYRIAD_PC_REQUIRES "Requires: liburing >= 2.3, libcrypto, zlib")
   set(MYRIAD_PC_LIBS_PRIVATE "")
-  set(MYRIAD_PC_LIBS "-lmyriad -lmyriad_llhttp -pthread")
+  set(MYRIAD_PC_LIBS "-lmyriad -pthread")
 endif()
 file(RELATIVE_PATH MYRIAD_PC_TO_PREFIX /${CMAKE_INSTALL_LIBDIR}/pkgconfig /)
 string(REGEX REPLACE "/$" "" MYRIAD_PC_TO_PREFIX "${MYRIAD_PC_TO_PREFIX}")

@@ -796,7 +796,7 @@ void* ShardImpl::user_of(uint32_t id, uint16_t gen) const {
     uint32_t token = id & ~kPendingConnect;
     return token < connects_.size() ? connects_[token].user : nullptr;
   }
-  if (Strand* s = own_strand(id, gen)) return s->state ? s->state->get() : s->user;
+  if (Strand* s = strand_of(id, gen)) return s->state ? s->state->get() : s->user;
   if (id >= capacity_) return nullptr;
   const Record& r = records_[id];
   if (r.gen != gen || (r.flags & flag::kOpen) == 0) return nullptr;
@@ -805,7 +805,7 @@ void* ShardImpl::user_of(uint32_t id, uint16_t gen) const {
 }
 
 void ShardImpl::set_user(uint32_t id, uint16_t gen, void* user) {
-  if (Strand* s = own_strand(id, gen)) {
+  if (Strand* s = strand_of(id, gen)) {
     s->state.reset();
     s->user = user;
     return;
@@ -818,7 +818,7 @@ void ShardImpl::set_user(uint32_t id, uint16_t gen, void* user) {
 }
 
 detail::StateBox* ShardImpl::state_of(uint32_t id, uint16_t gen) const {
-  if (Strand* s = own_strand(id, gen)) return s->state.get();
+  if (Strand* s = strand_of(id, gen)) return s->state.get();
   if (id >= capacity_) return nullptr;
   const Record& r = records_[id];
   if (r.gen != gen ||
@@ -830,7 +830,7 @@ detail::StateBox* ShardImpl::state_of(uint32_t id, uint16_t gen) const {
 
 bool ShardImpl::set_state(uint32_t id, uint16_t gen, detail::StateBox* box) {
   std::unique_ptr<detail::StateBox> owned(box);
-  if (Strand* s = own_strand(id, gen)) {
+  if (Strand* s = strand_of(id, gen)) {
     s->state = std::move(owned);
     s->user = nullptr;
     return true;

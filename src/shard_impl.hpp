@@ -328,6 +328,14 @@ class ShardImpl final : public Shard {
     Strand* s = running_strand_;
     return s != nullptr && s->key == ((uint64_t{gen} << 32) | id) ? s : nullptr;
   }
+  // Where (id, gen)'s user pointer and state live with handlers_on_workers: its strand, from
+  // the worker running it or from the shard (a timer, a posted task, teardown's on_close).
+  Strand* strand_of(uint32_t id, uint16_t gen) const {
+    if (Strand* s = own_strand(id, gen)) return s;
+    if (!config_.handlers_on_workers || !in_thread()) return nullptr;
+    auto it = strands_.find((uint64_t{gen} << 32) | id);
+    return it == strands_.end() ? nullptr : const_cast<Strand*>(&it->second);
+  }
 
   ShardCounters counters_;
   uint64_t tick_now_ = 1;

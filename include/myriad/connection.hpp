@@ -85,7 +85,8 @@ class Connection {
   // constructs nothing) when the connection is not valid. The T is destroyed on the own thread
   // right after on_close returns, or by reset_state() or a later emplace_state()/set_user().
   // Costs one allocation (the T and a 16-byte header); the connection's record holds only the
-  // pointer, so an idle connection with state costs its record plus the T.
+  // pointer, so an idle connection with state costs its record plus the T. (A CoroutineHandler
+  // keeps its Stream in this slot: coroutines keep their state in locals.)
   template <class T, class... Args>
   T* emplace_state(Args&&... args);
   // The state if it was made by emplace_state<T>() (exactly T), else nullptr.

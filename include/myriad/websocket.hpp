@@ -11,9 +11,9 @@
 // (post to it from elsewhere, as with Connection). PreparedMessage is immutable once made and
 // may be shared by any threads.
 //
-// Costs: a connection that finished its handshake and is idle holds one 48-byte record in its
+// Costs: a connection that finished its handshake and is idle holds one 32-byte record in its
 // shard's slab (the core's 32-byte record aside) and nothing on the heap: no parser, no
-// compressor, no timer object. A frame or fragmented message in progress adds a ~190-byte
+// compressor, no timer object. A frame or fragmented message in progress adds a ~200-byte
 // decoder state and keeps the message's bytes so far in the connection's spill buffer, both
 // freed when the message completes. A message whose frames arrive whole in one receive is
 // unmasked in place and handed over without a copy. Server pings, pong timeouts, idle timeouts
@@ -71,6 +71,10 @@ struct Options {
   Duration pong_timeout = std::chrono::seconds(10);
   // Close (1001) a connection that received nothing for this long; 0: never.
   Duration idle_timeout{0};
+  // A frame or fragmented message still incomplete this long after it began (measured from the
+  // receive that left it incomplete) fails the connection with 1008: a client that trickles a
+  // byte a second cannot hold a decoder state and a spill buffer forever. 0: no limit.
+  Duration message_timeout = std::chrono::seconds(30);
   // After our close frame, how long to wait for the peer's before closing TCP anyway.
   Duration close_timeout = std::chrono::seconds(5);
   // Subprotocols the server speaks, most preferred first. The first of these that the client
@@ -97,15 +101,16 @@ struct Stats {
   uint64_t pings_in = 0;
   uint64_t pings_out = 0;  // server pings (ping_interval) and WebSocket::ping()
   uint64_t pongs_in = 0;
-  uint64_t closes_in = 0;        // close frames received
-  uint64_t protocol_errors = 0;  // failed with 1002
-  uint64_t invalid_payload = 0;  // failed with 1007 (UTF-8, or a corrupt deflate stream)
-  uint64_t too_big = 0;          // failed with 1009
-  uint64_t idle_timeouts = 0;    // closed with 1001 by Options::idle_timeout
-  uint64_t pong_timeouts = 0;    // dropped: no answer to a ping
-  uint64_t close_timeouts = 0;   // the peer never answered our close frame
-  uint64_t abnormal_closes = 0;  // TCP ended with no close frame (1006)
-  uint64_t partial_now = 0;      // connections with a frame or message in progress (gauge)
+  uint64_t closes_in = 0;         // close frames received
+  uint64_t protocol_errors = 0;   // failed with 1002
+  uint64_t invalid_payload = 0;   // failed with 1007 (UTF-8, or a corrupt deflate stream)
+  uint64_t too_big = 0;           // failed with 1009
+  uint64_t idle_timeouts = 0;     // closed with 1001 by Options::idle_timeout
+  uint64_t pong_timeouts = 0;     // dropped: no answer to a ping
+  uint64_t close_timeouts = 0;    // the peer never answered our close frame
+  uint64_t abnormal_closes = 0;   // TCP ended with no close frame (1006)
+  uint64_t partial_now = 0;       // connections with a frame or message in progress (gauge)
+  uint64_t message_timeouts = 0;  // failed with 1008: a message took past message_timeout
 
   Stats& operator+=(const Stats& other);
   std::string to_string() const;

@@ -1,6 +1,6 @@
 // The WebSocket server: the handshake on the HTTP upgrade hook, then every frame of the
 // connection (RFC 6455 5-7), with permessage-deflate (RFC 7692) and no state per idle
-// connection beyond a 48-byte record.
+// connection beyond a 32-byte record.
 //
 // How the pieces fit:
 // - Records live in per-shard slab blocks of 64 KiB, aligned to their size, so a record's
@@ -72,9 +72,13 @@ static_assert(sizeof(Record) == 32, "the idle WebSocket budget (64 bytes over a 
 
 // What a frame or message in progress needs; exists only while one is. Meanwhile
 // Connection::user() points at it, tagged in bit 0, instead of at the record.
+// The shard keeps them on a list, so that the sweep can end messages that take too long.
 struct Partial {
   FrameDecoder decoder;
   Record* record;
+  uint32_t started;  // shard clock (ms) of the receive that left the message incomplete
+  Partial* prev;
+  Partial* next;
 };
 
 namespace {
@@ -120,7 +124,7 @@ struct ShardCounters {
   Counter handshakes, handshakes_refused, open, messages_in, messages_out, bytes_in, bytes_out,
       compressed_in, compressed_out, zero_copy_in, pings_in, pings_out, pongs_in, closes_in,
       protocol_errors, invalid_payload, too_big, idle_timeouts, pong_timeouts, close_timeouts,
-      abnormal_closes, partial_now;
+      abnormal_closes, partial_now, message_timeouts;
 };
 
 // The calling thread's compressor and inflater, made on first use: one per shard thread.
@@ -161,9 +165,10 @@ struct ShardState {
   std::chrono::steady_clock::time_point epoch;
   std::vector<BlockHeader*> blocks;
   std::vector<Record*> free_records;
-  std::size_t records = 0;  // in use
-  std::size_t closing = 0;  // records waiting out close_timeout
-  bool sweeping = false;    // the periodic timer is armed
+  std::size_t records = 0;      // in use
+  std::size_t closing = 0;      // records waiting out close_timeout
+  Partial* partials = nullptr;  // frames or messages in progress
+  bool sweeping = false;        // the periodic timer is armed
   uint64_t max_wire_message = 0;
   ShardCounters counters;
 
@@ -237,6 +242,10 @@ struct Server::Impl {
   ShardState& state(Shard& shard) {
     unsigned i = shard.index();
     if (i >= kMaxShards) throw std::runtime_error("ws::Server: more than 256 shards");
+    // The state is per shard, not per connection: handlers on workers would race on it.
+    if (shard.runtime().config().handlers_on_workers) {
+      throw std::logic_error("ws::Server does not run with Config::handlers_on_workers");
+    }
     ShardState* s = shards[i].load(std::memory_order_acquire);
     if (s == nullptr) {
       s = new ShardState;
@@ -349,12 +358,31 @@ struct Server::Impl {
     r->connection.shutdown_write();
   }
 
+  void add_partial(Record* r, const FrameDecoder& decoder) {
+    ShardState& s = state_of(r);
+    auto* p = new Partial{decoder, r, s.now_ms(), nullptr, s.partials};
+    if (s.partials != nullptr) s.partials->prev = p;
+    s.partials = p;
+    set_partial(r, p);
+    s.counters.partial_now.add();
+    ensure_sweep(s);
+  }
+
+  // Frees the partial state (unlinks it) and, with drop_spill, the bytes gathered so far.
+  void free_partial(Record* r, Partial* p) {
+    ShardState& s = state_of(r);
+    if (p->prev != nullptr) p->prev->next = p->next;
+    if (p->next != nullptr) p->next->prev = p->prev;
+    if (s.partials == p) s.partials = p->next;
+    delete p;
+    s.counters.partial_now.sub();
+  }
+
   void drop_partial(Record* r) {
     Partial* partial = partial_of(r->connection);
     if (partial == nullptr) return;
     set_partial(r, nullptr);
-    delete partial;
-    state_of(r).counters.partial_now.sub();
+    free_partial(r, partial);
     Connection c = r->connection;
     if (std::size_t n = c.spill().size()) c.spill_consume(n);
   }
@@ -377,6 +405,20 @@ struct Server::Impl {
     s.sweeping = false;
     if (s.records == 0) return;  // the next WebSocket arms it again
     const Options& o = options();
+    if (o.message_timeout.count() > 0 && s.partials != nullptr) {
+      // Frames or messages that stay incomplete too long (a client trickling bytes).
+      const uint32_t now = s.now_ms();
+      const auto limit = static_cast<uint32_t>(std::max<int64_t>(
+          1, std::chrono::duration_cast<std::chrono::milliseconds>(o.message_timeout).count()));
+      for (Partial* p = s.partials; p != nullptr;) {
+        Partial* next = p->next;
+        if (now - p->started >= limit) {
+          s.counters.message_timeouts.add();
+          fail(p->record, close_code::kPolicyViolation, "message too slow");
+        }
+        p = next;
+      }
+    }
     bool timing = o.ping_interval.count() > 0 || o.idle_timeout.count() > 0;
     if (timing || s.closing > 0) {
       using std::chrono::duration_cast;
@@ -553,6 +595,7 @@ Server::Server(WebSocketHandler& handler, Options options)
     if (d.count() > 0) shortest = std::min(shortest, d);
   }
   if (options_.ping_interval.count() > 0) shortest = std::min(shortest, options_.pong_timeout);
+  if (options_.message_timeout.count() > 0) shortest = std::min(shortest, options_.message_timeout);
   impl_->sweep_period =
       std::clamp<Duration>(shortest / 4, std::chrono::milliseconds(5), std::chrono::seconds(1));
 }
@@ -662,8 +705,7 @@ void Server::on_data(Connection c, Chunk data) {
   if (decoder.idle()) {
     if (partial != nullptr) impl_->drop_partial(r);
   } else if (partial == nullptr) {
-    set_partial(r, new Partial{local, r});
-    s.counters.partial_now.add();
+    impl_->add_partial(r, local);
   }
 }
 
@@ -691,10 +733,7 @@ void Server::on_close(Connection c, CloseReason /*reason*/, int /*error*/) {
       impl_->report_close(r, close_code::kAbnormal, {});
     }
   }
-  if (Partial* partial = partial_of(c)) {
-    delete partial;
-    s.counters.partial_now.sub();
-  }
+  if (Partial* partial = partial_of(c)) impl_->free_partial(r, partial);
   if (r->flags & flag::kCloseSent) --s.closing;
   c.set_user(nullptr);
   s.release(r);
@@ -729,6 +768,7 @@ Stats Server::stats() const {
     one.close_timeouts = k.close_timeouts.get();
     one.abnormal_closes = k.abnormal_closes.get();
     one.partial_now = k.partial_now.get();
+    one.message_timeouts = k.message_timeouts.get();
     total += one;
   }
   return total;
@@ -757,6 +797,7 @@ Stats& Stats::operator+=(const Stats& o) {
   close_timeouts += o.close_timeouts;
   abnormal_closes += o.abnormal_closes;
   partial_now += o.partial_now;
+  message_timeouts += o.message_timeouts;
   return *this;
 }
 
@@ -790,6 +831,7 @@ std::string Stats::to_string() const {
   field("ws_close_timeouts", close_timeouts);
   field("ws_abnormal_closes", abnormal_closes);
   field("ws_partial_now", partial_now);
+  field("ws_message_timeouts", message_timeouts);
   return out;
 }
 

@@ -173,6 +173,24 @@ TEST_P(StateTest, StateOnWorkersLivesUntilOnCloseRanThere) {
   for (const auto& name : handler.names_at_close) EXPECT_EQ(name.rfind("guest-", 0), 0u) << name;
 }
 
+TEST_P(StateTest, StateOnWorkersIsStillThereForShutdownsOnClose) {
+  Sessions handler;
+  myriad::Config cfg = config();
+  cfg.workers = 2;
+  cfg.handlers_on_workers = true;
+  {
+    test::Server server(cfg, handler);
+    std::vector<test::Socket> clients;
+    for (int i = 0; i < 6; ++i) clients.push_back(server.connect());
+    ASSERT_TRUE(test::eventually([&] { return g_alive.load() == 6; }));
+    server.stop();  // idle connections hear on_close(kShutdown) from the shard itself
+  }
+  EXPECT_EQ(g_alive.load(), 0);
+  std::lock_guard lock(handler.mutex);
+  ASSERT_EQ(handler.names_at_close.size(), 6u);
+  for (const auto& name : handler.names_at_close) EXPECT_EQ(name.rfind("guest-", 0), 0u) << name;
+}
+
 TEST_P(StateTest, ConnectionsHashAsKeys) {
   Sessions handler;
   myriad::Config cfg = config();

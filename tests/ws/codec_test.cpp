@@ -543,9 +543,10 @@ TEST(Close, Payloads) {
   EXPECT_EQ(p("").code, close_code::kNoStatus);
   EXPECT_EQ(p("").error, 0);
   EXPECT_EQ(p("\x03").error, 1002);
-  auto ok =
-      p("\x03\xe8"
-        "done");
+  const std::string done =
+      "\x03\xe8"
+      "done";  // the reason is a view into it
+  auto ok = parse_close_payload(bytes_of(done));
   EXPECT_EQ(ok.code, 1000);
   EXPECT_EQ(ok.reason, "done");
   EXPECT_EQ(ok.error, 0);

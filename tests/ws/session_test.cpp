@@ -3,6 +3,8 @@
 // pong/idle/close timeouts on the shard's sweep, and permessage-deflate (groups 12-13: RFC 7692).
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "ws_fixture.hpp"
 
 namespace {
@@ -322,6 +324,46 @@ TEST_P(WsSession, Case9_OverTheLimitIs1009) {
     EXPECT_EQ(c.read_close(), 1002);
   }
   EXPECT_TRUE(test::eventually([&] { return server->stats().too_big == 3; }));
+}
+
+TEST_P(WsSession, Case9_ClientTricklingAFrameIs1008) {
+  myriad::ws::Options options;
+  options.message_timeout = 300ms;
+  auto server = make(options);
+  {
+    // Half a frame, then nothing.
+    Client c = server->open();
+    std::string f = text("never finished");
+    ASSERT_TRUE(c.send(f.substr(0, 5)));
+    EXPECT_EQ(c.read_close(), 1008);
+    EXPECT_TRUE(c.closed_by_server());
+  }
+  {
+    // One byte every 20 ms of a 200-byte frame: 4 s in all, far past the limit.
+    Client c = server->open();
+    std::string f = binary(std::string(200, 'b'));
+    std::atomic<bool> stop{false};
+    std::thread trickle([&] {
+      for (std::size_t i = 0; i < f.size() && !stop; ++i) {
+        if (!c.socket().send_all(f.substr(i, 1))) break;
+        std::this_thread::sleep_for(20ms);
+      }
+    });
+    EXPECT_EQ(c.read_close(), 1008);
+    stop = true;
+    trickle.join();
+  }
+  {
+    // Complete messages, however many, never trip it.
+    Client c = server->open();
+    for (int i = 0; i < 5; ++i) {
+      ASSERT_TRUE(c.send(text("quick " + std::to_string(i))));
+      ASSERT_TRUE(c.read_message().has_value());
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+  EXPECT_TRUE(test::eventually([&] { return server->stats().message_timeouts == 2; }));
+  EXPECT_TRUE(test::eventually([&] { return server->stats().partial_now == 0; }));
 }
 
 TEST_P(WsSession, Case9_ManyConnectionsManyMessages) {
