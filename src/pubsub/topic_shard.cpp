@@ -311,15 +311,17 @@ void TopicShard::wake() {
 }
 
 void TopicShard::drain() {
-  if (batch_pos_ == batch_.size()) {
-    batch_.clear();
-    batch_pos_ = 0;
-    std::lock_guard lock(inbox_mutex_);
-    batch_.swap(inbox_);
-    drain_posted_ = false;
-  }
   std::size_t budget = owner_.config.deliveries_per_turn;
-  while (batch_pos_ < batch_.size()) {
+  for (;;) {
+    if (batch_pos_ == batch_.size()) {
+      // The batch is done: take what came meanwhile, while the budget lasts.
+      batch_.clear();
+      batch_pos_ = 0;
+      std::lock_guard lock(inbox_mutex_);
+      batch_.swap(inbox_);
+      drain_posted_ = false;
+      if (batch_.empty()) return;
+    }
     const Pending& p = batch_[batch_pos_];
     if (p.offset == 0) {
       release_topic(p.topic);
@@ -347,8 +349,6 @@ void TopicShard::drain() {
     delivered(p);
     ++batch_pos_;
   }
-  batch_.clear();
-  batch_pos_ = 0;
 }
 
 // ---- Delivery ----
