@@ -135,6 +135,38 @@ HttpReply http(uint16_t port, const std::string& method, const std::string& targ
   return r;
 }
 
+HttpReply http_head(uint16_t port, const std::string& method, const std::string& target,
+                    const std::vector<std::string>& headers) {
+  HttpReply r;
+  test::Socket s =
+      test::Socket::connect_to(myriad::Address::parse("127.0.0.1:" + std::to_string(port)));
+  std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  for (const std::string& h : headers) req += h + "\r\n";
+  req += "\r\n";
+  if (!s.send_all(req)) return r;
+  std::string all;
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (all.find("\r\n\r\n") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{s.fd(), POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::recv(s.fd(), buf, sizeof buf, 0);
+    if (n <= 0) break;
+    all.append(buf, static_cast<std::size_t>(n));
+  }
+  std::size_t end = all.find("\r\n\r\n");
+  if (all.rfind("HTTP/1.1 ", 0) != 0 || end == std::string::npos) return r;
+  r.status = std::stoi(all.substr(9, 3));
+  r.head = all.substr(0, end);
+  r.body = all.substr(end + 4);
+  return r;
+}
+
+std::vector<std::string> websocket_headers() {
+  return {"Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="};
+}
+
 HttpReply publish(uint16_t port, const std::string& topic, const std::string& payload,
                   const std::vector<std::string>& headers) {
   return http(port, "POST", "/publish/" + topic, payload, headers);

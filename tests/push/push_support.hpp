@@ -47,6 +47,12 @@ struct HttpReply {
 // One request with Connection: close; status 0 if the server did not answer.
 HttpReply http(uint16_t port, const std::string& method, const std::string& target,
                const std::string& body = {}, const std::vector<std::string>& headers = {});
+// The same, returning once the head has arrived (for streams and upgrades, which stay open);
+// the socket is closed then.
+HttpReply http_head(uint16_t port, const std::string& method, const std::string& target,
+                    const std::vector<std::string>& headers = {});
+// A WebSocket handshake's request headers (key and version), for http_head.
+std::vector<std::string> websocket_headers();
 HttpReply publish(uint16_t port, const std::string& topic, const std::string& payload,
                   const std::vector<std::string>& headers = {});
 // GET /metrics: the value of one sample ("name" or "name{labels}"), -1 if absent.
