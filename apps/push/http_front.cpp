@@ -48,6 +48,22 @@ std::string query_param(std::string_view query, std::string_view name, bool& fou
   return {};
 }
 
+// "%24sys,dev%2F1" -> "$sys,dev/1"; false on a bad escape. Topics are URL-safe as they are,
+// but clients may escape them anyway.
+bool percent_decode(std::string_view in, std::string& out) {
+  out.clear();
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out += in[i];
+      continue;
+    }
+    if (i + 2 >= in.size() || hex(in[i + 1]) < 0 || hex(in[i + 2]) < 0) return false;
+    out += static_cast<char>(hex(in[i + 1]) * 16 + hex(in[i + 2]));
+    i += 2;
+  }
+  return true;
+}
+
 template <class T>
 bool parse_number(std::string_view s, T& v) {
   if (s.empty()) return false;
@@ -224,14 +240,13 @@ void HttpFront::refuse(http::Response& res, int status, std::string_view why, in
   res.send(status, "text/plain", std::string(why) + "\n");
 }
 
-HttpFront::Request HttpFront::check(const http::Request& req, std::string_view topics, bool sse) {
-  Request out;
+void HttpFront::check(const http::Request& req, std::string_view topics, bool sse, Request& out) {
   Figures& fig = server_.figures();
   if (server_.draining()) {
     fig.refused_draining.fetch_add(1, std::memory_order_relaxed);
     out.status = 503;
     out.why = "draining: come back later";
-    return out;
+    return;
   }
   std::string_view source = server_.options().trust_proxy ? source_of(req) : std::string_view();
   switch (server_.connect_rate().admit(source)) {
@@ -241,18 +256,19 @@ HttpFront::Request HttpFront::check(const http::Request& req, std::string_view t
       fig.rate_limited_overall.fetch_add(1, std::memory_order_relaxed);
       out.status = 429;
       out.why = "too many new connections: come back later";
-      return out;
+      return;
     case ConnectRate::Verdict::kSource:
       fig.rate_limited_source.fetch_add(1, std::memory_order_relaxed);
       out.status = 429;
       out.why = "too many new connections from " + std::string(source);
-      return out;
+      return;
   }
-  if (!split_topics(topics, out.topics, server_.options().max_topics_per_connection)) {
+  if (!percent_decode(topics, out.decoded) ||
+      !split_topics(out.decoded, out.topics, server_.options().max_topics_per_connection)) {
     fig.subscribe_refused.fetch_add(1, std::memory_order_relaxed);
     out.status = 400;
     out.why = "bad topic list: /<kind>/<topic>[,<topic>...], topics of [A-Za-z0-9._~:/@!$+=-]";
-    return out;
+    return;
   }
   std::string_view query = req.query();
   bool found = false;
@@ -272,14 +288,14 @@ HttpFront::Request HttpFront::check(const http::Request& req, std::string_view t
     if (!Hub::parse_sse_id(last_id, seq, epoch)) {
       out.status = 400;
       out.why = "bad Last-Event-ID: <topic>/<offset>/<seq>/<epoch>";
-      return out;
+      return;
     }
     for (Resume& r : out.resumes) r = Resume{Resume::Kind::kSeq, seq, epoch};
   } else if (has_since) {
     if (!parse_number(epoch_text, epoch)) {
       out.status = 400;
       out.why = "since= needs epoch=<the epoch the offsets are from>";
-      return out;
+      return;
     }
     // One offset per topic, in the same order; empty or '-' for "no resume".
     std::string_view list = since;
@@ -292,14 +308,14 @@ HttpFront::Request HttpFront::check(const http::Request& req, std::string_view t
       if (!parse_number(one, offset)) {
         out.status = 400;
         out.why = "bad since=: one offset per topic, comma-separated";
-        return out;
+        return;
       }
       out.resumes[i] = Resume{Resume::Kind::kOffset, offset, epoch};
     }
     if (!list.empty()) {
       out.status = 400;
       out.why = "bad since=: more offsets than topics";
-      return out;
+      return;
     }
   }
   const Auth& auth = server_.auth();
@@ -312,25 +328,26 @@ HttpFront::Request HttpFront::check(const http::Request& req, std::string_view t
       fig.auth_failures[static_cast<unsigned>(e)].fetch_add(1, std::memory_order_relaxed);
       out.status = 401;
       out.why = std::string("unauthorized: token ") + to_string(e);
-      return out;
+      return;
     }
     for (std::string_view t : out.topics) {
       if (!grant.allows(t)) {
         fig.auth_failures[static_cast<unsigned>(AuthError::kForbidden)].fetch_add(1);
         out.status = 403;
         out.why = "forbidden: the token does not name " + std::string(t);
-        return out;
+        return;
       }
     }
     out.grant = std::make_shared<const Grant>(std::move(grant));
   }
-  return out;
+  return;
 }
 
 http::Upgrade HttpFront::upgrade(const http::Request& req, http::Response& res) {
   std::string_view path = req.path();
   if (path.substr(0, 4) != "/ws/") return http::Upgrade::pass();
-  Request r = check(req, path.substr(4), false);
+  Request r;
+  check(req, path.substr(4), false, r);
   if (r.status != 0) {
     res.close();
     refuse(res, r.status, r.why, r.status == 503 || r.status == 429 ? server_.retry_ms() : -1);
@@ -381,6 +398,10 @@ void HttpFront::handle(const http::Request& req, http::Response& res) {
     sse(req, res);
     return;
   }
+  if (path == "/favicon.ico") {
+    res.status(204).send();
+    return;
+  }
   if (path.substr(0, 4) == "/ws/") {
     res.header("Upgrade", "websocket");
     return refuse(res, 426, "a WebSocket handshake is needed here");
@@ -390,7 +411,10 @@ void HttpFront::handle(const http::Request& req, http::Response& res) {
 
 void HttpFront::publish(const http::Request& req, http::Response& res) {
   Figures& fig = server_.figures();
-  std::string_view topic = req.path().substr(9);
+  std::string topic;
+  if (!percent_decode(req.path().substr(9), topic)) {
+    return refuse(res, 400, "bad topic: a bad %-escape");
+  }
   const Auth& auth = server_.auth();
   if (!loopback_ && !auth.publish_secret_matches(bearer(req))) {
     fig.publish_refused_auth.fetch_add(1, std::memory_order_relaxed);
@@ -425,7 +449,8 @@ void HttpFront::publish(const http::Request& req, http::Response& res) {
 }
 
 void HttpFront::sse(const http::Request& req, http::Response& res) {
-  Request r = check(req, req.path().substr(5), true);
+  Request r;
+  check(req, req.path().substr(5), true, r);
   if (r.status != 0) {
     return refuse(res, r.status, r.why,
                   r.status == 503 || r.status == 429 ? server_.retry_ms() : -1);

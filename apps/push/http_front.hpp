@@ -58,13 +58,15 @@ class HttpFront {
   // What a subscribing request asks for, parsed and checked. On failure `status` is the HTTP
   // status to answer with and `why` the reason.
   struct Request {
+    std::string decoded;  // the topic list, percent-decoded; topics point into it
     std::vector<std::string_view> topics;
     std::vector<Resume> resumes;
     std::shared_ptr<const Grant> grant;
     int status = 0;
     std::string why;
   };
-  Request check(const myriad::http::Request& req, std::string_view topics, bool sse);
+  // Fills out (its topics point into out.decoded).
+  void check(const myriad::http::Request& req, std::string_view topics, bool sse, Request& out);
   static void refuse(myriad::http::Response& res, int status, std::string_view why,
                      int64_t retry_ms = -1);
 
