@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config git liburing-dev libgtest-dev libgmock-dev
           libbenchmark-dev libseccomp-dev libboost-dev libuv1-dev python3 python3-matplotlib procps socat util-linux
           node-llhttp curl clang-14 libclang-rt-14-dev libhttp-parser-dev valgrind
-          libssl-dev zlib1g-dev python3-websockets chromium
+          libssl-dev zlib1g-dev python3-websockets chromium nlohmann-json3-dev
           redis-server nats-server nginx libnginx-mod-nchan)
 missing=()
 for p in "${packages[@]}"; do
@@ -17,6 +17,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# promtool (Debian's prometheus package) checks myriad-push's /metrics; the package is large and
+# optional: without it that check skips, loudly. Its service is not started (no init here).
+if ! command -v promtool >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "deps: installing prometheus (for promtool)"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null ||
+    echo "deps: WARNING: prometheus could not be installed; the promtool check will skip"
 fi
 
 # The browser test drives Debian's chromium with puppeteer-core (npm, pinned in
