@@ -318,6 +318,34 @@ TEST_P(PushTest, BadInputHasADefinedOutcomeAndACounter) {
   EXPECT_EQ(push.stop(), 0);
 }
 
+TEST_P(PushTest, ClientCommandsReachTheCommandTopic) {
+  PushProcess push(GetParam(), {"--command-topic", "app/commands"});
+  // The application follows its command topic like any other.
+  TcpClient app(push.tcp_address());
+  ASSERT_TRUE(app.send("SUB app/commands\n"));
+  ASSERT_EQ(app.line(), "OK SUB app/commands " + push.epoch() + " 0");
+  TcpClient device(push.tcp_address());
+  ASSERT_TRUE(device.send("CMD 6\nreboot"));
+  EXPECT_EQ(device.line(), "OK CMD 1");
+  std::vector<Delivery> got = app.deliveries(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].offset, 1u);
+  std::string sender = got[0].payload.substr(0, got[0].payload.find('\n'));
+  EXPECT_EQ(sender.rfind("tcp:", 0), 0u) << got[0].payload;
+  EXPECT_EQ(got[0].payload.substr(sender.size()), "\nreboot");
+  // Over WebSocket: the bytes after the command line's newline.
+  test::Process ws({"/usr/bin/python3", std::string(PUSH_TEST_DIR) + "/ws_subscriber.py",
+                    "ws://127.0.0.1:" + std::to_string(push.http_port()) + "/ws/x",
+                    "CMD\nset mode=eco"});
+  std::string line;
+  for (int i = 0; i < 10 && line.rfind("CTL OK CMD", 0) != 0; ++i) line = ws.read_line(10s);
+  EXPECT_EQ(line, "CTL OK CMD 2");
+  got = app.deliveries(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].payload.substr(got[0].payload.find('\n')), "\nset mode=eco");
+  EXPECT_EQ(metric(push.http_port(), "myriad_push_commands_total{outcome=\"forwarded\"}"), 2);
+}
+
 MYRIAD_CONFORMANCE_SUITE(PushTest);
 
 }  // namespace
