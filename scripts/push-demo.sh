@@ -8,7 +8,7 @@
 # and every delivery is checked (nothing lost, nothing twice). Every figure is measured in this
 # run. Bounded: about two minutes after the build.
 #   MYRIAD_PUSH_DEMO_SUBSCRIBERS (default 100000)  MYRIAD_PUSH_DEMO_TOPICS (default 100)
-#   MYRIAD_PUSH_DEMO_RATE (updates per second over all topics, default 200)
+#   MYRIAD_PUSH_DEMO_RATE (updates per second over all topics, default 50)
 #   MYRIAD_PUSH_DEMO_PORT (default 7400: TCP subscribers; +1: the publisher; +2: HTTP)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ bin=build/release/apps
 port=${MYRIAD_PUSH_DEMO_PORT:-7400}
 subscribers=${MYRIAD_PUSH_DEMO_SUBSCRIBERS:-100000}
 topics=${MYRIAD_PUSH_DEMO_TOPICS:-100}
-rate=${MYRIAD_PUSH_DEMO_RATE:-200}
+rate=${MYRIAD_PUSH_DEMO_RATE:-50}
 log=$(mktemp /tmp/myriad-push-demo.XXXXXX)
 json=$(mktemp /tmp/myriad-push-demo-load.XXXXXX)
 

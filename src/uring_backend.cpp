@@ -129,6 +129,7 @@ constexpr uint8_t kCancelling = 1 << 1;  // its cancel is in flight
 constexpr uint8_t kStarved = 1 << 2;     // waiting in its ring's starved queue
 constexpr uint8_t kClosing = 1 << 3;
 constexpr uint8_t kCloseSent = 1 << 4;
+constexpr uint8_t kSending = 1 << 5;  // a send is in flight (one at a time)
 }  // namespace io
 
 void prep_setsockopt(io_uring_sqe* sqe, uint32_t slot, int level, int name, const void* value,
@@ -256,6 +257,7 @@ class UringBackend final : public Backend {
     sqe->flags |= IOSQE_FIXED_FILE;
     sqe->user_data = pack(kOpSend, rec.gen, id);
     ++rec.ops;
+    rec.io |= io::kSending;
   }
 
   void shutdown_write(uint32_t id) override {
@@ -281,12 +283,33 @@ class UringBackend final : public Backend {
       sqe->user_data = pack(kOpSockopt, rec.gen, id);
       ++rec.ops;
     }
-    if (rec.ops > 0) {
+    // What is in flight that we know of: the receive and its cancel (stop_receive() came first),
+    // a send, the setsockopt just queued. Those are cancelled by their user_data, a hash lookup
+    // in the kernel; cancelling by descriptor walks every request of the ring, so closing n
+    // connections that way costs O(n^2) (a reconnect storm of 100,000 spent its time there).
+    // Anything else (a connect, a shutdown, a second send): by descriptor, as before.
+    uint32_t known = ((rec.io & io::kArmed) != 0) + ((rec.io & io::kCancelling) != 0) +
+                     ((rec.io & io::kSending) != 0) + (reset && socket_commands_ ? 1u : 0u);
+    if (rec.ops > known) {
       io_uring_sqe* sqe = get_sqe(r);
       io_uring_prep_cancel_fd(sqe, static_cast<int>(slot),
                               IORING_ASYNC_CANCEL_ALL | IORING_ASYNC_CANCEL_FD_FIXED);
       sqe->user_data = pack(kOpCancel, rec.gen, id);
       ++rec.ops;
+    } else {
+      if ((rec.io & io::kArmed) != 0 && (rec.io & io::kCancelling) == 0) {
+        io_uring_sqe* sqe = get_sqe(r);
+        io_uring_prep_cancel64(sqe, pack(kOpRecv, rec.gen, id), 0);
+        sqe->user_data = pack(kOpCancel, rec.gen, id);
+        ++rec.ops;
+        rec.io |= io::kCancelling;
+      }
+      if ((rec.io & io::kSending) != 0) {
+        io_uring_sqe* sqe = get_sqe(r);
+        io_uring_prep_cancel64(sqe, pack(kOpSend, rec.gen, id), 0);
+        sqe->user_data = pack(kOpCancel, rec.gen, id);
+        ++rec.ops;
+      }
     }
     finish_close(id);
   }
@@ -889,6 +912,7 @@ class UringBackend final : public Backend {
       case kOpSend: {
         uint32_t id = low_of(ud);
         --shard_.record(id).ops;
+        shard_.record(id).io &= ~io::kSending;
         shard_.on_sent(id, res);
         finish_close(id);
         break;

@@ -85,6 +85,7 @@ void FanoutShard::connect(Shard& shard, uint64_t local) {
 
 void FanoutShard::start_wave(Shard& shard) {
   wave_start_ = std::chrono::steady_clock::now();
+  wave_ticking_ = true;
   for (Sub& s : subs_) {
     if (!s.subscribed || s.gone || !s.connection.valid()) continue;
     s.reconnecting = true;
@@ -92,7 +93,9 @@ void FanoutShard::start_wave(Shard& shard) {
     counts_.wave_closed.add();
     s.partial.clear();
     s.state = 0;
-    s.connection.close();  // on_close queues it to come back
+    // Dropped, as a proxy restart or a network blip drops them; on_close queues it to come
+    // back.
+    s.connection.abort();
   }
   wave_tick(shard);
 }
@@ -107,7 +110,8 @@ void FanoutShard::wave_tick(Shard& shard) {
     connect(shard, wave_queue_[wave_issued_++]);
     counts_.connects_started.add();
   }
-  if (wave_issued_ < wave_expected_)
+  wave_ticking_ = wave_issued_ < wave_expected_;
+  if (wave_ticking_)
     shard.after(std::chrono::milliseconds(1), [this, &shard] { wave_tick(shard); });
 }
 
@@ -147,7 +151,7 @@ void FanoutShard::on_open(Connection c) {
   c.send(protocol_.subscribe_request(topic_names_[s.topic]));
 }
 
-void FanoutShard::on_close(Connection c, CloseReason reason, int) {
+void FanoutShard::on_close(Connection c, CloseReason reason, int error) {
   auto tag = reinterpret_cast<uintptr_t>(c.user());
   bool ours = reason == CloseReason::kShutdown || reason == CloseReason::kLocal;
   if (tag == kPublisherTag) {
@@ -165,6 +169,20 @@ void FanoutShard::on_close(Connection c, CloseReason reason, int) {
   if (reason == CloseReason::kConnectFailed) {
     if (s.reconnecting) {
       ++wave_done_;
+      if ((error == EMFILE || error == ENFILE) && s.wave_retries < 200) {
+        // The storm outran the closes that free descriptor slots (ours or the server's): a
+        // client of a real reconnect storm tries again, and so does this one, a little later.
+        ++s.wave_retries;
+        counts_.wave_retries.add();
+        ++wave_expected_;
+        wave_queue_.push_back(static_cast<uint32_t>((tag >> 1) - 1));
+        if (!wave_ticking_) {
+          wave_ticking_ = true;
+          c.shard().after(std::chrono::milliseconds(5),
+                          [this, &shard = c.shard()] { wave_tick(shard); });
+        }
+        return;
+      }
     } else {
       ++done_;
     }

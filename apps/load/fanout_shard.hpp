@@ -43,7 +43,7 @@ struct FanoutOptions {
 struct FanoutCounts {
   ShardCounter connects_started, established, subscribed, connect_failed, closed_unexpectedly,
       protocol_errors, received, corrupt, duplicates, gaps, published, publisher_errors,
-      publisher_ready, wave_closed, resubscribed;
+      publisher_ready, wave_closed, resubscribed, wave_retries;
 };
 
 struct FanoutResults {
@@ -95,6 +95,7 @@ class FanoutShard final : public Handler {
     bool subscribed = false;
     bool gone = false;
     bool reconnecting = false;  // closed by the wave, coming back
+    uint8_t wave_retries = 0;   // connects the wave retried (EMFILE: slots not free yet)
     uint64_t offset = 0;        // the server's offset of its last delivery (push)
     std::string partial;        // an incomplete unit between receives
   };
@@ -122,6 +123,7 @@ class FanoutShard final : public Handler {
   std::string epoch_;                 // the server's (push), from the first subscribe reply
   std::vector<uint32_t> wave_queue_;  // closed by the wave, to connect again
   std::size_t wave_expected_ = 0, wave_issued_ = 0, wave_done_ = 0;
+  bool wave_ticking_ = false;
   std::chrono::steady_clock::time_point wave_start_{};
 
   Connection publisher_;

@@ -74,13 +74,13 @@ struct Outcome {
   uint64_t max_publish_lag_ns = 0;
   std::optional<ProcessSample> server_before, server_subscribed, cpu_start, cpu_end;
   bool wave = false;
-  uint64_t wave_closed = 0, wave_back = 0;
+  uint64_t wave_closed = 0, wave_back = 0, wave_retries = 0;
   double wave_s = 0;
 };
 
 struct Totals {
   uint64_t subscribed = 0, established = 0, failed = 0, closed = 0, errors = 0, received = 0,
-           published = 0, publisher_errors = 0, wave_closed = 0, resubscribed = 0;
+           published = 0, publisher_errors = 0, wave_closed = 0, resubscribed = 0, wave_retries = 0;
 };
 
 Outcome run(const Cli& cli) {
@@ -116,6 +116,7 @@ Outcome run(const Cli& cli) {
       t.publisher_errors += c.publisher_errors.get();
       t.wave_closed += c.wave_closed.get();
       t.resubscribed += c.resubscribed.get();
+      t.wave_retries += c.wave_retries.get();
     }
     return t;
   };
@@ -206,6 +207,7 @@ Outcome run(const Cli& cli) {
       out.wave_s = seconds(Clock::now() - wave_start);
       out.wave_closed = w.wave_closed;
       out.wave_back = w.resubscribed;
+      out.wave_retries = w.wave_retries;
       // Live messages after the resume are checked too.
       wait_until(now_ns() + 1'000'000'000, "after the wave");
     }
@@ -343,9 +345,11 @@ int report(const Cli& cli, const Outcome& o, Json& json) {
       with_commas(o.incomplete).c_str());
   if (o.wave) {
     std::printf(
-        "  reconnect wave: %s subscribers closed and came back in %.2f s (%s back; each resumed "
-        "from its last offset where the protocol can)\n",
-        with_commas(o.wave_closed).c_str(), o.wave_s, with_commas(o.wave_back).c_str());
+        "  reconnect wave: %s subscribers closed and came back in %.2f s (%s back, %s connects "
+        "retried; each resumed from its last offset where the protocol can)\n",
+        with_commas(o.wave_closed).c_str(), o.wave_s, with_commas(o.wave_back).c_str(),
+        with_commas(o.wave_retries).c_str());
+    json.num("wave_retries", static_cast<double>(o.wave_retries));
     json.num("wave_closed", static_cast<double>(o.wave_closed));
     json.num("wave_back", static_cast<double>(o.wave_back));
     json.num("wave_s", o.wave_s);

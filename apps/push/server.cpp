@@ -4,6 +4,8 @@
 
 namespace push {
 
+static_assert(sizeof(Session) <= 104, "a session's budget (docs/PUSH.md, Memory)");
+
 const char* to_string(Kind k) {
   switch (k) {
     case Kind::kTcp:
