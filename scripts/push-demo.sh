@@ -52,7 +52,7 @@ if grep -q "| epoll" "$log"; then
     subscribers=$limit
   fi
 fi
-metrics() { curl -s "http://127.0.0.1:$((port + 2))/metrics"; }
+metrics() { curl -s --max-time 30 --retry 3 "http://127.0.0.1:$((port + 2))/metrics" || true; }
 
 echo
 echo "== $subscribers subscribers over $topics status topics, $rate updates/s, then a reconnect wave =="

@@ -151,7 +151,7 @@ void FanoutShard::on_open(Connection c) {
   c.send(protocol_.subscribe_request(topic_names_[s.topic]));
 }
 
-void FanoutShard::on_close(Connection c, CloseReason reason, int error) {
+void FanoutShard::on_close(Connection c, CloseReason reason, int) {
   auto tag = reinterpret_cast<uintptr_t>(c.user());
   bool ours = reason == CloseReason::kShutdown || reason == CloseReason::kLocal;
   if (tag == kPublisherTag) {
@@ -166,23 +166,13 @@ void FanoutShard::on_close(Connection c, CloseReason reason, int error) {
     wave_queue_.push_back(static_cast<uint32_t>((tag >> 1) - 1));
     return;
   }
+  uint32_t local = static_cast<uint32_t>((tag >> 1) - 1);
   if (reason == CloseReason::kConnectFailed) {
     if (s.reconnecting) {
       ++wave_done_;
-      if ((error == EMFILE || error == ENFILE) && s.wave_retries < 200) {
-        // The storm outran the closes that free descriptor slots (ours or the server's): a
-        // client of a real reconnect storm tries again, and so does this one, a little later.
-        ++s.wave_retries;
-        counts_.wave_retries.add();
-        ++wave_expected_;
-        wave_queue_.push_back(static_cast<uint32_t>((tag >> 1) - 1));
-        if (!wave_ticking_) {
-          wave_ticking_ = true;
-          c.shard().after(std::chrono::milliseconds(5),
-                          [this, &shard = c.shard()] { wave_tick(shard); });
-        }
-        return;
-      }
+      // The storm outran the closes that free descriptor slots (EMFILE), or the server's
+      // accept queue: a client of a real reconnect storm tries again, and so does this one.
+      if (retry_wave(c.shard(), s, local)) return;
     } else {
       ++done_;
     }
@@ -191,8 +181,33 @@ void FanoutShard::on_close(Connection c, CloseReason reason, int error) {
     s.gone = true;
     return;
   }
+  if (s.reconnecting && !s.gone && s.connection == c && !ours) {
+    // Back, but dropped before its subscription was confirmed: again, like any client.
+    s.connection = Connection();
+    s.partial.clear();
+    s.state = 0;
+    if (retry_wave(c.shard(), s, local)) return;
+  }
+  if (s.reconnecting && !s.gone) counts_.wave_failed.add();
+  s.reconnecting = false;
   if (!ours && !s.gone) counts_.closed_unexpectedly.add();
   s.gone = true;
+}
+
+bool FanoutShard::retry_wave(Shard& shard, Sub& s, uint32_t local) {
+  if (s.wave_retries >= 200) {
+    counts_.wave_failed.add();
+    return false;
+  }
+  ++s.wave_retries;
+  counts_.wave_retries.add();
+  ++wave_expected_;
+  wave_queue_.push_back(local);
+  if (!wave_ticking_) {
+    wave_ticking_ = true;
+    shard.after(std::chrono::milliseconds(5), [this, &shard] { wave_tick(shard); });
+  }
+  return true;
 }
 
 void FanoutShard::on_data(Connection c, Chunk data) {

@@ -43,7 +43,7 @@ struct FanoutOptions {
 struct FanoutCounts {
   ShardCounter connects_started, established, subscribed, connect_failed, closed_unexpectedly,
       protocol_errors, received, corrupt, duplicates, gaps, published, publisher_errors,
-      publisher_ready, wave_closed, resubscribed, wave_retries;
+      publisher_ready, wave_closed, resubscribed, wave_retries, wave_failed;
 };
 
 struct FanoutResults {
@@ -105,6 +105,9 @@ class FanoutShard final : public Handler {
 
   void ramp_tick(Shard& shard);
   void wave_tick(Shard& shard);
+  // Queues a wave subscriber whose reconnect failed to try again; false once it has tried
+  // too often (it is then counted as failed).
+  bool retry_wave(Shard& shard, Sub& s, uint32_t local);
   void connect(Shard& shard, uint64_t local);
   void on_subscriber_data(Sub& s, const Chunk& data);
   void on_message(Sub& s, std::string_view payload, uint64_t now);

@@ -80,7 +80,8 @@ struct Outcome {
 
 struct Totals {
   uint64_t subscribed = 0, established = 0, failed = 0, closed = 0, errors = 0, received = 0,
-           published = 0, publisher_errors = 0, wave_closed = 0, resubscribed = 0, wave_retries = 0;
+           published = 0, publisher_errors = 0, wave_closed = 0, resubscribed = 0, wave_retries = 0,
+           wave_failed = 0;
 };
 
 Outcome run(const Cli& cli) {
@@ -117,6 +118,7 @@ Outcome run(const Cli& cli) {
       t.wave_closed += c.wave_closed.get();
       t.resubscribed += c.resubscribed.get();
       t.wave_retries += c.wave_retries.get();
+      t.wave_failed += c.wave_failed.get();
     }
     return t;
   };
@@ -196,7 +198,8 @@ Outcome run(const Cli& cli) {
       on_every_shard(rt, [&](unsigned i) { shards[i]->start_wave(rt.shard(i)); });
       Totals w = totals();
       auto wave_deadline = wave_start + opt.ramp_timeout;
-      while (w.resubscribed < w.wave_closed && Clock::now() < wave_deadline && !interrupted()) {
+      while (w.resubscribed + w.wave_failed < w.wave_closed && Clock::now() < wave_deadline &&
+             !interrupted()) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
         if (tty) {
           std::fprintf(stderr, "\r\033[K[reconnect wave] back %s/%s",
