@@ -29,7 +29,7 @@ class Exposition {
     }
     out_ += ' ';
     char buf[64];
-    if (v == static_cast<double>(static_cast<uint64_t>(v)) && v < 1e18) {
+    if (v >= 0 && v < 1e18 && v == static_cast<double>(static_cast<uint64_t>(v))) {
       std::snprintf(buf, sizeof buf, "%llu", static_cast<unsigned long long>(v));
     } else {
       std::snprintf(buf, sizeof buf, "%.9g", v);
