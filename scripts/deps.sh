@@ -21,6 +21,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# promtool (Debian's prometheus package) checks myriad-push's /metrics; the package is large and
+# optional: without it that check skips, loudly. Its service is not started (no init here).
+if ! command -v promtool >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "deps: installing prometheus (for promtool)"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null ||
+    echo "deps: WARNING: prometheus could not be installed; the promtool check will skip"
+fi
+
 # The browser test drives Debian's chromium with puppeteer-core (npm, pinned in
 # tests/browser/package-lock.json; it never downloads a browser). node and npm: Debian's, unless
 # the machine already has them (a nodesource nodejs carries its own npm and conflicts with

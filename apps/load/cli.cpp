@@ -50,14 +50,18 @@ options:
   --cpu N               pin load shard i to CPU N+i
   --quiet               no progress line
 subscribe options:
-  --protocol myriad|redis|nats|nchan  the server's pub/sub protocol (default myriad: myriad-server
-                        --protocol topics; redis: SUBSCRIBE/PUBLISH; nats: SUB/PUB; nchan:
-                        WebSocket subscribers on /sub/TOPIC, HTTP POST to /pub/TOPIC)
+  --protocol myriad|redis|nats|nchan|push  the server's pub/sub protocol (default myriad:
+                        myriad-server --protocol topics; redis: SUBSCRIBE/PUBLISH; nats: SUB/PUB;
+                        nchan: WebSocket subscribers on /sub/TOPIC, HTTP POST to /pub/TOPIC;
+                        push: myriad-push's TCP protocol, with resume)
   --topic NAME          the topic, or the prefix of NAME.0 .. NAME.K-1 with --topics K (default load)
   --topics K            spread subscribers over K topics; the publisher takes them in turn (default 1)
   --publish-target HOST:PORT  where the publisher connects (default: the first --target)
   --drain DUR           once publishing stops, how long every subscriber may take to have every
                         message (default 5s)
+  --reconnect-wave      after the measured window, every subscriber disconnects and comes back
+                        (at --connect-rate) while publishing goes on, resuming from its last
+                        offset where the protocol can (push); nothing may be lost or repeated
 exit status: 0 when every connection opened (and, where verified, answered), no byte was
 corrupted and (subscribe) every subscriber got every message once and in order; 1 otherwise;
 2 for a usage error; 130 when stopped early by SIGINT or SIGTERM (the first ends the running
@@ -168,6 +172,9 @@ Cli parse_cli(int argc, char** argv) {
       } else if (arg == "--drain") {
         cli.fanout.drain = parse_duration(value());
         have_fanout_option = true;
+      } else if (arg == "--reconnect-wave") {
+        cli.fanout.reconnect_wave = true;
+        have_fanout_option = true;
       } else {
         usage_error("unknown option " + std::string(arg));
       }
@@ -186,7 +193,9 @@ Cli parse_cli(int argc, char** argv) {
   if (opt.mode == Mode::kHold && opt.idle != 0) usage_error("--idle goes with echo or rate");
   if (subscribe && opt.idle != 0) usage_error("--idle goes with echo or rate");
   if (!subscribe && have_fanout_option)
-    usage_error("--protocol, --topic, --topics, --publish-target and --drain go with subscribe");
+    usage_error(
+        "--protocol, --topic, --topics, --publish-target, --drain and --reconnect-wave go with "
+        "subscribe");
   if (subscribe) {
     if (opt.size < kFanoutMinSize)
       usage_error("subscribe mode needs --size of at least " + std::to_string(kFanoutMinSize));

@@ -419,13 +419,77 @@ bool check_payload(std::string_view p, std::size_t size, uint64_t& seq, uint64_t
   return true;
 }
 
+// ---- myriad-push's plain TCP protocol (docs/PUSH.md) ----
+
+class PushProtocol final : public FanoutProtocol {
+ public:
+  const char* name() const override { return "push"; }
+  bool resumes() const override { return true; }
+  std::string subscribe_request(std::string_view topic) const override {
+    return "SUB " + std::string(topic) + "\n";
+  }
+  std::string resume_request(std::string_view topic, uint64_t offset,
+                             std::string_view epoch) const override {
+    return "SUB " + std::string(topic) + " " + std::to_string(offset) + " " + std::string(epoch) +
+           "\n";
+  }
+  void publish_request(std::string& out, std::string_view topic,
+                       std::string_view payload) const override {
+    out += "PUB ";
+    out += topic;
+    out += ' ';
+    out += std::to_string(payload.size());
+    out += '\n';
+    out += payload;
+  }
+  std::size_t parse_subscriber(std::string_view data, uint8_t&, FanoutEvents& ev) const override {
+    std::size_t at = 0;
+    for (;;) {
+      bool bad = false;
+      std::size_t nl = line_end(data, at, bad, 1024);
+      if (nl == std::string_view::npos) return bad ? kBad : at;
+      std::string_view line = data.substr(at, nl - at);
+      std::string_view verb = word(line);
+      if (verb == "MSG") {
+        word(line);  // topic
+        uint64_t off = 0;
+        std::size_t len = 0;
+        if (!parse_number(word(line), off) || !parse_number(line, len)) return kBad;
+        if (data.size() - (nl + 1) < len + 1) return at;
+        if (data[nl + 1 + len] != '\n') return kBad;
+        ev.position(off);
+        ev.message(data.substr(nl + 1, len));
+        at = nl + 1 + len + 1;
+        continue;
+      }
+      if (verb == "OK") {
+        if (word(line) == "SUB") {  // OK SUB <topic> <epoch> <last>
+          word(line);
+          ev.epoch(word(line));
+          ev.subscribed();
+        }
+      } else if (verb != "PONG") {
+        // ERR, BYE, NO, and LOST: a resume that could not give exactly what was missed. Any
+        // of them fails the subscriber, loudly.
+        return kBad;
+      }
+      at = nl + 1;
+    }
+  }
+  std::size_t parse_publisher(std::string_view data, uint8_t& state,
+                              FanoutEvents& ev) const override {
+    return parse_subscriber(data, state, ev);  // OK PUB acknowledgements; NO or ERR are bad
+  }
+};
+
 std::unique_ptr<FanoutProtocol> make_fanout_protocol(std::string_view name) {
   if (name == "myriad") return std::make_unique<MyriadProtocol>();
+  if (name == "push") return std::make_unique<PushProtocol>();
   if (name == "redis") return std::make_unique<RedisProtocol>();
   if (name == "nats") return std::make_unique<NatsProtocol>();
   if (name == "nchan") return std::make_unique<NchanProtocol>();
   throw std::invalid_argument("unknown --protocol '" + std::string(name) +
-                              "' (known: myriad, redis, nats, nchan)");
+                              "' (known: myriad, redis, nats, nchan, push)");
 }
 
 }  // namespace myriad::load

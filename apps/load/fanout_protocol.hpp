@@ -5,6 +5,8 @@
 //   nats    nats-server                       CONNECT, SUB / PUB, PING/PONG
 //   nchan   nginx + nchan                     WebSocket subscribers on /sub/TOPIC, HTTP POST to
 //                                             /pub/TOPIC
+//   push    myriad-push's plain TCP protocol  SUB [offset epoch] / PUB, "MSG t offset len\n...\n";
+//                                             subscribers can resume from their last offset
 // And the payload every message carries, so that a subscriber can check it without asking
 // anyone: its sequence number and when it was due, in hex, then letters that depend on both
 // (printable, so that text protocols carry it as it is).
@@ -35,6 +37,10 @@ class FanoutEvents {
   virtual void subscribed() = 0;                       // the server confirmed the subscription
   virtual void message(std::string_view payload) = 0;  // a delivery
   virtual void reply(std::string_view bytes) = 0;      // to send back (a PONG)
+  // Protocols with offsets (push): the server's epoch when subscribed, and the offset of the
+  // delivery that follows (called just before message()).
+  virtual void epoch(std::string_view) {}
+  virtual void position(uint64_t) {}
 };
 
 class FanoutProtocol {
@@ -44,6 +50,11 @@ class FanoutProtocol {
   virtual const char* name() const = 0;
   // Bytes a new subscriber sends.
   virtual std::string subscribe_request(std::string_view topic) const = 0;
+  // Whether a subscriber can come back and resume after its last offset (resume_request).
+  virtual bool resumes() const { return false; }
+  virtual std::string resume_request(std::string_view topic, uint64_t, std::string_view) const {
+    return subscribe_request(topic);
+  }
   // Bytes the publisher sends once connected.
   virtual std::string publisher_hello() const { return {}; }
   // Appends one publish to out.
@@ -58,7 +69,7 @@ class FanoutProtocol {
                                       FanoutEvents& events) const = 0;
 };
 
-// "myriad", "redis", "nats" or "nchan"; throws std::invalid_argument otherwise.
+// "myriad", "redis", "nats", "nchan" or "push"; throws std::invalid_argument otherwise.
 std::unique_ptr<FanoutProtocol> make_fanout_protocol(std::string_view name);
 
 }  // namespace myriad::load

@@ -8,12 +8,21 @@ class FanoutShard::SubEvents final : public FanoutEvents {
  public:
   SubEvents(FanoutShard& shard, Sub& sub, uint64_t now) : shard_(shard), sub_(sub), now_(now) {}
   void subscribed() override {
+    if (sub_.reconnecting) {
+      sub_.reconnecting = false;
+      shard_.counts_.resubscribed.add();
+      return;
+    }
     if (sub_.subscribed) return;
     sub_.subscribed = true;
     shard_.counts_.subscribed.add();
   }
   void message(std::string_view payload) override { shard_.on_message(sub_, payload, now_); }
   void reply(std::string_view bytes) override { sub_.connection.send(bytes); }
+  void epoch(std::string_view e) override {
+    if (shard_.epoch_.empty()) shard_.epoch_ = std::string(e);
+  }
+  void position(uint64_t offset) override { sub_.offset = offset; }
 
  private:
   FanoutShard& shard_;
@@ -58,16 +67,52 @@ void FanoutShard::ramp_tick(Shard& shard) {
   auto allowed = static_cast<uint64_t>(elapsed * opt_.connect_rate / shards_) + 1;
   uint64_t window = std::max<uint64_t>(1, opt_.connect_window / shards_);
   while (issued_ < subs_.size() && issued_ < allowed && issued_ - done_ < window) {
-    uint64_t global = issued_ * shards_ + index_;
-    const Address& to = opt_.targets[global % opt_.targets.size()];
-    // Tags are (local + 1) << 1, even; the publisher's is 1.
-    shard.connect(to, *this, reinterpret_cast<void*>(static_cast<uintptr_t>((issued_ + 1) << 1)));
+    connect(shard, issued_);
     ++issued_;
     counts_.connects_started.add();
   }
   if (issued_ < subs_.size()) {
     shard.after(std::chrono::milliseconds(1), [this, &shard] { ramp_tick(shard); });
   }
+}
+
+void FanoutShard::connect(Shard& shard, uint64_t local) {
+  uint64_t global = local * shards_ + index_;
+  const Address& to = opt_.targets[global % opt_.targets.size()];
+  // Tags are (local + 1) << 1, even; the publisher's is 1.
+  shard.connect(to, *this, reinterpret_cast<void*>(static_cast<uintptr_t>((local + 1) << 1)));
+}
+
+void FanoutShard::start_wave(Shard& shard) {
+  wave_start_ = std::chrono::steady_clock::now();
+  wave_ticking_ = true;
+  for (Sub& s : subs_) {
+    if (!s.subscribed || s.gone || !s.connection.valid()) continue;
+    s.reconnecting = true;
+    ++wave_expected_;
+    counts_.wave_closed.add();
+    s.partial.clear();
+    s.state = 0;
+    // Dropped, as a proxy restart or a network blip drops them; on_close queues it to come
+    // back.
+    s.connection.abort();
+  }
+  wave_tick(shard);
+}
+
+void FanoutShard::wave_tick(Shard& shard) {
+  double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - wave_start_).count();
+  auto allowed = static_cast<uint64_t>(elapsed * opt_.connect_rate / shards_) + 1;
+  uint64_t window = std::max<uint64_t>(1, opt_.connect_window / shards_);
+  while (wave_issued_ < wave_queue_.size() && wave_issued_ < allowed &&
+         wave_issued_ - wave_done_ < window) {
+    connect(shard, wave_queue_[wave_issued_++]);
+    counts_.connects_started.add();
+  }
+  wave_ticking_ = wave_issued_ < wave_expected_;
+  if (wave_ticking_)
+    shard.after(std::chrono::milliseconds(1), [this, &shard] { wave_tick(shard); });
 }
 
 void FanoutShard::open_publisher(Shard& shard) {
@@ -93,6 +138,14 @@ void FanoutShard::on_open(Connection c) {
   }
   Sub& s = subs_[(tag >> 1) - 1];
   s.connection = c;
+  if (s.reconnecting) {
+    ++wave_done_;
+    // Resume after the last message it had; a protocol without offsets just subscribes again.
+    c.send(protocol_.resumes() && !epoch_.empty()
+               ? protocol_.resume_request(topic_names_[s.topic], s.offset, epoch_)
+               : protocol_.subscribe_request(topic_names_[s.topic]));
+    return;
+  }
   ++done_;
   counts_.established.add();
   c.send(protocol_.subscribe_request(topic_names_[s.topic]));
@@ -107,14 +160,54 @@ void FanoutShard::on_close(Connection c, CloseReason reason, int) {
     return;
   }
   Sub& s = subs_[(tag >> 1) - 1];
+  if (s.reconnecting && !s.gone && s.connection == c && reason == CloseReason::kLocal) {
+    // Closed by the wave: it comes back.
+    s.connection = Connection();
+    wave_queue_.push_back(static_cast<uint32_t>((tag >> 1) - 1));
+    return;
+  }
+  uint32_t local = static_cast<uint32_t>((tag >> 1) - 1);
   if (reason == CloseReason::kConnectFailed) {
-    ++done_;
+    if (s.reconnecting) {
+      ++wave_done_;
+      // The storm outran the closes that free descriptor slots (EMFILE), or the server's
+      // accept queue: a client of a real reconnect storm tries again, and so does this one.
+      if (retry_wave(c.shard(), s, local)) return;
+    } else {
+      ++done_;
+    }
+    s.reconnecting = false;
     counts_.connect_failed.add();
     s.gone = true;
     return;
   }
+  if (s.reconnecting && !s.gone && s.connection == c && !ours) {
+    // Back, but dropped before its subscription was confirmed: again, like any client.
+    s.connection = Connection();
+    s.partial.clear();
+    s.state = 0;
+    if (retry_wave(c.shard(), s, local)) return;
+  }
+  if (s.reconnecting && !s.gone) counts_.wave_failed.add();
+  s.reconnecting = false;
   if (!ours && !s.gone) counts_.closed_unexpectedly.add();
   s.gone = true;
+}
+
+bool FanoutShard::retry_wave(Shard& shard, Sub& s, uint32_t local) {
+  if (s.wave_retries >= 200) {
+    counts_.wave_failed.add();
+    return false;
+  }
+  ++s.wave_retries;
+  counts_.wave_retries.add();
+  ++wave_expected_;
+  wave_queue_.push_back(local);
+  if (!wave_ticking_) {
+    wave_ticking_ = true;
+    shard.after(std::chrono::milliseconds(5), [this, &shard] { wave_tick(shard); });
+  }
+  return true;
 }
 
 void FanoutShard::on_data(Connection c, Chunk data) {

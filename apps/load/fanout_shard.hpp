@@ -29,6 +29,10 @@ struct FanoutOptions {
   uint32_t topics = 1;     // NAME.0 .. NAME.K-1 when more than one
   Address publish_target;  // default: the first --target
   Duration drain = std::chrono::seconds(5);
+  // After the measured window: every subscriber disconnects and comes back at once (at
+  // --connect-rate), resuming from its last offset where the protocol can (push), while the
+  // publisher goes on; the usual checks then say whether anything was lost or repeated.
+  bool reconnect_wave = false;
 
   std::string topic_name(uint32_t k) const {
     return topics == 1 ? topic : topic + "." + std::to_string(k);
@@ -39,7 +43,7 @@ struct FanoutOptions {
 struct FanoutCounts {
   ShardCounter connects_started, established, subscribed, connect_failed, closed_unexpectedly,
       protocol_errors, received, corrupt, duplicates, gaps, published, publisher_errors,
-      publisher_ready;
+      publisher_ready, wave_closed, resubscribed, wave_retries, wave_failed;
 };
 
 struct FanoutResults {
@@ -67,6 +71,9 @@ class FanoutShard final : public Handler {
   // Shard 0: publishes at --rate from start_ns on, message j due at start_ns + j / rate.
   void start_publishing(Shard& shard, uint64_t start_ns);
   void stop_publishing();
+  // The reconnect wave (FanoutOptions::reconnect_wave): closes every subscribed subscriber and
+  // opens it again; counts().resubscribed says how many are back.
+  void start_wave(Shard& shard);
   // Counts what each subscriber never received, given how many messages were published.
   void finish(uint64_t published);
 
@@ -87,13 +94,21 @@ class FanoutShard final : public Handler {
     uint8_t state = 0;  // the protocol parser's
     bool subscribed = false;
     bool gone = false;
-    std::string partial;  // an incomplete unit between receives
+    bool reconnecting = false;  // closed by the wave, coming back
+    uint8_t wave_retries = 0;   // connects the wave retried (EMFILE: slots not free yet)
+    uint64_t offset = 0;        // the server's offset of its last delivery (push)
+    std::string partial;        // an incomplete unit between receives
   };
   class SubEvents;
   class PublisherEvents;
   static constexpr uintptr_t kPublisherTag = 1;
 
   void ramp_tick(Shard& shard);
+  void wave_tick(Shard& shard);
+  // Queues a wave subscriber whose reconnect failed to try again; false once it has tried
+  // too often (it is then counted as failed).
+  bool retry_wave(Shard& shard, Sub& s, uint32_t local);
+  void connect(Shard& shard, uint64_t local);
   void on_subscriber_data(Sub& s, const Chunk& data);
   void on_message(Sub& s, std::string_view payload, uint64_t now);
   void publish_tick(Shard& shard);
@@ -108,6 +123,11 @@ class FanoutShard final : public Handler {
   uint64_t issued_ = 0;
   uint64_t done_ = 0;  // opened or failed
   std::chrono::steady_clock::time_point ramp_start_{};
+  std::string epoch_;                 // the server's (push), from the first subscribe reply
+  std::vector<uint32_t> wave_queue_;  // closed by the wave, to connect again
+  std::size_t wave_expected_ = 0, wave_issued_ = 0, wave_done_ = 0;
+  bool wave_ticking_ = false;
+  std::chrono::steady_clock::time_point wave_start_{};
 
   Connection publisher_;
   uint8_t publisher_state_ = 0;

@@ -73,11 +73,15 @@ struct Outcome {
   uint64_t late_publishes = 0;
   uint64_t max_publish_lag_ns = 0;
   std::optional<ProcessSample> server_before, server_subscribed, cpu_start, cpu_end;
+  bool wave = false;
+  uint64_t wave_closed = 0, wave_back = 0, wave_retries = 0;
+  double wave_s = 0;
 };
 
 struct Totals {
   uint64_t subscribed = 0, established = 0, failed = 0, closed = 0, errors = 0, received = 0,
-           published = 0, publisher_errors = 0;
+           published = 0, publisher_errors = 0, wave_closed = 0, resubscribed = 0, wave_retries = 0,
+           wave_failed = 0;
 };
 
 Outcome run(const Cli& cli) {
@@ -111,6 +115,10 @@ Outcome run(const Cli& cli) {
       t.received += c.received.get();
       t.published += c.published.get();
       t.publisher_errors += c.publisher_errors.get();
+      t.wave_closed += c.wave_closed.get();
+      t.resubscribed += c.resubscribed.get();
+      t.wave_retries += c.wave_retries.get();
+      t.wave_failed += c.wave_failed.get();
     }
     return t;
   };
@@ -183,6 +191,29 @@ Outcome run(const Cli& cli) {
     out.window_deliveries = totals().received - r0;
     out.published_in_window = totals().published - p0;
     out.window_s = static_cast<double>(t1 - t0) / 1e9;
+    if (fan.reconnect_wave && !interrupted()) {
+      // Everyone goes and comes back while the publisher goes on.
+      out.wave = true;
+      auto wave_start = Clock::now();
+      on_every_shard(rt, [&](unsigned i) { shards[i]->start_wave(rt.shard(i)); });
+      Totals w = totals();
+      auto wave_deadline = wave_start + opt.ramp_timeout;
+      while (w.resubscribed + w.wave_failed < w.wave_closed && Clock::now() < wave_deadline &&
+             !interrupted()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        if (tty) {
+          std::fprintf(stderr, "\r\033[K[reconnect wave] back %s/%s",
+                       with_commas(w.resubscribed).c_str(), with_commas(w.wave_closed).c_str());
+        }
+        w = totals();
+      }
+      out.wave_s = seconds(Clock::now() - wave_start);
+      out.wave_closed = w.wave_closed;
+      out.wave_back = w.resubscribed;
+      out.wave_retries = w.wave_retries;
+      // Live messages after the resume are checked too.
+      wait_until(now_ns() + 1'000'000'000, "after the wave");
+    }
     on_shard(rt, 0, [&] { shards[0]->stop_publishing(); });
   }
   out.published = totals().published;
@@ -315,6 +346,17 @@ int report(const Cli& cli, const Outcome& o, Json& json) {
       "messages, %s that some subscriber never got)\n",
       ms(l.percentile(50)), ms(l.percentile(99)), ms(l.max()), with_commas(l.count()).c_str(),
       with_commas(o.incomplete).c_str());
+  if (o.wave) {
+    std::printf(
+        "  reconnect wave: %s subscribers closed and came back in %.2f s (%s back, %s connects "
+        "retried; each resumed from its last offset where the protocol can)\n",
+        with_commas(o.wave_closed).c_str(), o.wave_s, with_commas(o.wave_back).c_str(),
+        with_commas(o.wave_retries).c_str());
+    json.num("wave_retries", static_cast<double>(o.wave_retries));
+    json.num("wave_closed", static_cast<double>(o.wave_closed));
+    json.num("wave_back", static_cast<double>(o.wave_back));
+    json.num("wave_s", o.wave_s);
+  }
   if (o.late_publishes > 0) {
     std::printf("  schedule: %s publishes more than 1 ms late (max lag %.1f us)\n",
                 with_commas(o.late_publishes).c_str(), us(o.max_publish_lag_ns));
@@ -389,7 +431,8 @@ int report(const Cli& cli, const Outcome& o, Json& json) {
   }
   bool ok = o.publisher_ready && o.subscribed == o.subscribers && lost == 0 && o.duplicates == 0 &&
             o.corrupt == 0 && o.protocol_errors == 0 && o.closed_unexpectedly == 0 &&
-            o.publisher_errors == 0 && o.received == o.expected;
+            o.publisher_errors == 0 && o.received == o.expected &&
+            (!o.wave || o.wave_back == o.wave_closed);
   if (!ok) std::printf("  FAILED: not every subscriber got every message exactly once, in order\n");
   int exit_code = ok ? 0 : 1;
   json.num("ok", ok ? 1 : 0);

@@ -33,12 +33,18 @@
 // their offset order. Across different topics there is no order. A topic with no subscribers
 // left is forgotten, and its offsets start again at 1 when it is subscribed to again.
 //
-// A subscription takes effect for what its shard delivers after subscribe() returned: every
-// message published after that, and possibly some published just before.
+// A subscription gets exactly the messages published after it was made: those whose publish()
+// took its offset after subscribe() took the topic's lock (on the subscriber's shard, so when
+// subscribe() returns there). Messages published just before, perhaps still on their way to
+// that shard, are not delivered to it. So a caller that serialises its publishes and
+// subscribes of a topic under a lock of its own knows exactly where a new subscription starts
+// (e.g. to replay a history up to there first).
 //
 // Memory: a subscription costs 16 bytes in its topic's member list (24 with growth slack); a
 // subscribed connection costs a 40-byte slot in a per-shard table; nothing else while it keeps
-// up. Held messages exist only while a subscriber is backlogged.
+// up. Held messages exist only while a subscriber is backlogged. A new subscription also has a
+// 16-byte entry in its topic's list of fresh ones until the topic's next message reaches the
+// shard.
 //
 // Thread rules: publish(), subscribers(), topics(), counters() and add_encoding() are safe from
 // any thread. subscribe(), unsubscribe(), unsubscribe_all(), on_close(), on_writable() and
@@ -133,6 +139,12 @@ struct PubSubConfig {
   // Messages waiting for a shard that has not delivered them yet. Past it, that shard misses
   // the message (counted in inbox_overflows; subscribers see a gap in the offsets).
   std::size_t max_inbox = 65536;
+  // Called on a shard's thread once that shard has offered a message to every subscriber of its
+  // topic there (or found none left), once per shard the message was handed to; `shards` says
+  // how many it was handed to, so the last of those calls ends the message's fan-out (a shard
+  // whose inbox was full is counted but never calls). Quick, thread-safe, and no calls into the
+  // PubSub. Not set: nothing is called.
+  std::function<void(const Message& message, unsigned shards)> on_delivered;
 
   // Throws std::invalid_argument naming the field and the value.
   void validate() const;

@@ -37,10 +37,15 @@ constexpr uint16_t kPolicyViolation = 1008;
 constexpr uint16_t kMessageTooBig = 1009;
 constexpr uint16_t kMandatoryExtension = 1010;
 constexpr uint16_t kInternalError = 1011;
+constexpr uint16_t kServiceRestart = 1012;
+constexpr uint16_t kTryAgainLater = 1013;
 }  // namespace close_code
 
 // Whether a code may appear in a close frame on the wire (RFC 6455 7.4 and the IANA registry):
-// 1000-1003, 1007-1011 and 3000-4999. 1004-1006, 1015 and everything else are protocol errors.
+// 1000-1003, 1007-1014 and 3000-4999. 1012 (service restart), 1013 (try again later) and 1014
+// (bad gateway) were registered after RFC 6455 (old Autobahn suites still call them invalid);
+// servers send 1012 when they drain, so a client's echo of it must be accepted. 1004-1006, 1015
+// and everything else are protocol errors.
 bool valid_close_code(uint16_t code);
 
 // ---- UTF-8 (RFC 3629) ----

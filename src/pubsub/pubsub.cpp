@@ -138,9 +138,11 @@ uint64_t PubSubImpl::publish(std::string_view name, SharedBuffer payload) {
       return 0;
     }
     offset = topic->next_offset++;
+    uint32_t reach = 0;
+    for (unsigned s = 0; s < shard_count; ++s) reach += topic->local[s] != pubsub::kNone;
     for (unsigned s = 0; s < shard_count; ++s) {
       if (topic->local[s] == pubsub::kNone) continue;
-      if (!shards[s]->push(topic, offset, payload)) continue;
+      if (!shards[s]->push(topic, offset, payload, reach)) continue;
       if (wakes < kInline) {
         inline_wake[wakes++] = s;
       } else {

@@ -34,8 +34,15 @@ constexpr uint32_t kNone = UINT32_MAX;
 // reference (see TopicShard::release_topic).
 struct Topic {
   Topic(std::string n, std::size_t h, OverflowPolicy p, unsigned shards)
-      : name(std::move(n)), hash(h), policy(p), local(new uint32_t[shards]) {
-    for (unsigned i = 0; i < shards; ++i) local[i] = kNone;
+      : name(std::move(n)),
+        hash(h),
+        policy(p),
+        local(new uint32_t[shards]),
+        in_flight(new std::atomic<uint32_t>[shards]) {
+    for (unsigned i = 0; i < shards; ++i) {
+      local[i] = kNone;
+      in_flight[i].store(0, std::memory_order_relaxed);
+    }
   }
   const std::string name;
   const std::size_t hash;
@@ -47,6 +54,10 @@ struct Topic {
   // Per shard: its local topic index, or kNone. Written by that shard under the bucket mutex;
   // read by publishers under it and by that shard alone without it.
   std::unique_ptr<uint32_t[]> local;
+  // Per shard: its messages pushed (under the bucket mutex) whose delivery has not begun there
+  // (the shard counts them down). A subscription made while this is 0 cannot meet a message
+  // published before it.
+  std::unique_ptr<std::atomic<uint32_t>[]> in_flight;
   std::atomic<uint64_t> subscribers{0};
 };
 
@@ -87,6 +98,7 @@ struct Pending {
   Topic* topic;
   uint64_t offset;
   SharedBuffer payload;
+  uint32_t shards;  // how many shards it was handed to (PubSubConfig::on_delivered)
 };
 
 struct Encodings {
@@ -137,7 +149,9 @@ class TopicShard {
 
   // Any thread, under the topic's bucket mutex: queues a message (or a release marker) and
   // says whether the shard must be woken to drain (a post is needed).
-  bool push(pubsub::Topic* topic, uint64_t offset, const SharedBuffer& payload);
+  bool push(pubsub::Topic* topic, uint64_t offset, const SharedBuffer& payload,
+            uint32_t shards = 0);
+  void delivered(const pubsub::Pending& message);
   // Any thread: posts the drain task.
   void wake();
   PubSubCounters counters() const;
@@ -152,8 +166,9 @@ class TopicShard {
   struct Member {
     uint32_t conn;  // connection id on this shard, or kDead
     uint8_t encoding;
-    uint8_t reserved[3];
-    Link next;  // the connection's next subscription
+    uint8_t fresh;    // made since the last message it may have: skipped until activated
+    uint16_t serial;  // tells this subscription from a later one of the same connection
+    Link next;        // the connection's next subscription
   };
   static_assert(sizeof(Member) == 16, "a subscription's budget");
   static constexpr uint32_t kDead = UINT32_MAX;
@@ -185,9 +200,19 @@ class TopicShard {
     Slot slots[kPageSlots];
     uint32_t used = 0;
   };
+  // A subscription that must not get the messages published before it was made, which may
+  // still be in the inbox: it is activated by the first message with offset >= first.
+  struct Fresh {
+    uint64_t first;
+    uint32_t conn;
+    uint16_t serial;
+  };
   struct LocalTopic {
     pubsub::Topic* topic;
     std::vector<Member> members;
+    std::vector<Fresh> fresh;  // in subscription order, so by first; [fresh_head, end) waiting
+    std::size_t fresh_head = 0;
+    uint16_t next_serial = 0;
     uint32_t dead = 0;  // members marked kDead during a delivery
     bool delivering = false;
     bool listed = true;  // publishers still send to this shard for it
@@ -208,7 +233,9 @@ class TopicShard {
   void release_topic(pubsub::Topic* t);
   // Runs the inbox: messages in order, at most deliveries_per_turn members per call.
   void drain();
-  void begin_delivery(uint32_t topic);
+  void begin_delivery(uint32_t topic, uint64_t offset);
+  // Activates the fresh subscriptions of a local topic whose first offset is <= offset.
+  void activate_fresh(uint32_t topic, uint64_t offset);
   // Delivers to the current topic's next members; false when the budget ran out first.
   bool deliver_some(const pubsub::Pending& message, std::size_t& budget);
   void end_delivery();

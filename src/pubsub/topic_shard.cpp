@@ -132,6 +132,7 @@ bool TopicShard::subscribe(Connection c, std::string_view name, EncodingId encod
     if (topics_[l.topic]->topic->name == name) return true;
   }
   uint32_t li;
+  uint64_t first;
   {
     std::size_t hash = pubsub::Registry::hash_of(name);
     pubsub::Registry::Bucket& bucket = owner_.registry.bucket(hash);
@@ -142,6 +143,9 @@ bool TopicShard::subscribe(Connection c, std::string_view name, EncodingId encod
       bucket.topics.emplace(t->name, t);
     }
     li = local_topic(t);
+    // Offsets are taken under this lock: every message published from now on has at least
+    // this one, and those with less (perhaps still in the inbox) are not for this subscription.
+    first = t->in_flight[index_].load(std::memory_order_relaxed) == 0 ? 0 : t->next_offset;
   }
   LocalTopic& lt = *topics_[li];
   std::vector<Member>& v = lt.members;
@@ -151,7 +155,13 @@ bool TopicShard::subscribe(Connection c, std::string_view name, EncodingId encod
     add_memory(static_cast<long long>((v.capacity() - before) * sizeof(Member)));
   }
   auto pos = static_cast<uint32_t>(v.size());
-  v.push_back(Member{c.id(), encoding, {}, s.head});
+  uint16_t serial = lt.next_serial++;
+  v.push_back(Member{c.id(), encoding, first != 0, serial, s.head});
+  if (first != 0) {
+    std::size_t fresh_before = lt.fresh.capacity();
+    lt.fresh.push_back(Fresh{first, c.id(), serial});
+    add_memory(static_cast<long long>((lt.fresh.capacity() - fresh_before) * sizeof(Fresh)));
+  }
   s.head = Link{li, pos};
   ++s.subs;
   lt.topic->subscribers.fetch_add(1, std::memory_order_relaxed);
@@ -265,7 +275,8 @@ void TopicShard::unlist(uint32_t li) {
 void TopicShard::drop_local_topic(uint32_t li) {
   unlist(li);
   LocalTopic& lt = *topics_[li];
-  add_memory(-static_cast<long long>(sizeof(LocalTopic) + lt.members.capacity() * sizeof(Member)));
+  add_memory(-static_cast<long long>(sizeof(LocalTopic) + lt.members.capacity() * sizeof(Member) +
+                                     lt.fresh.capacity() * sizeof(Fresh)));
   counters_.topics.sub();
   topics_[li].reset();
   free_topics_.push_back(li);
@@ -281,13 +292,15 @@ void TopicShard::release_topic(Topic* t) {
 
 // ---- The inbox ----
 
-bool TopicShard::push(Topic* topic, uint64_t offset, const SharedBuffer& payload) {
+bool TopicShard::push(Topic* topic, uint64_t offset, const SharedBuffer& payload,
+                      uint32_t shards) {
   std::lock_guard lock(inbox_mutex_);
   if (offset != 0 && inbox_.size() >= owner_.config.max_inbox) {
     ++inbox_overflows_;
     return false;
   }
-  inbox_.push_back(Pending{topic, offset, payload});
+  inbox_.push_back(Pending{topic, offset, payload, shards});
+  if (offset != 0) topic->in_flight[index_].fetch_add(1, std::memory_order_relaxed);
   if (drain_posted_) return false;
   drain_posted_ = true;
   return true;
@@ -316,12 +329,15 @@ void TopicShard::drain() {
       continue;
     }
     if (current_ == kNone) {
+      // From here on no new subscription of this shard can get this message.
+      p.topic->in_flight[index_].fetch_sub(1, std::memory_order_relaxed);
       uint32_t li = p.topic->local[index_];
       if (li == kNone) {
+        delivered(p);
         ++batch_pos_;
         continue;
       }
-      begin_delivery(li);
+      begin_delivery(li, p.offset);
     }
     if (!deliver_some(p, budget)) {
       // The budget is spent: let the loop send what is queued (so connections give their
@@ -330,13 +346,50 @@ void TopicShard::drain() {
       return;
     }
     end_delivery();
+    delivered(p);
     ++batch_pos_;
   }
 }
 
 // ---- Delivery ----
 
-void TopicShard::begin_delivery(uint32_t li) {
+void TopicShard::delivered(const Pending& p) {
+  const auto& hook = owner_.config.on_delivered;
+  if (hook) hook(Message{p.topic->name, p.offset, p.payload}, p.shards);
+}
+
+void TopicShard::activate_fresh(uint32_t li, uint64_t offset) {
+  LocalTopic& lt = *topics_[li];
+  while (lt.fresh_head < lt.fresh.size() && lt.fresh[lt.fresh_head].first <= offset) {
+    const Fresh f = lt.fresh[lt.fresh_head++];
+    uint32_t page = f.conn / kPageSlots;
+    if (page >= pages_.size() || !pages_[page]) continue;  // unsubscribed since
+    for (Link l = slot_at(f.conn).head; l.topic != kNone;) {
+      Member& m = topics_[l.topic]->members[l.pos];
+      if (l.topic == li) {
+        if (m.conn == f.conn && m.serial == f.serial) m.fresh = 0;
+        break;
+      }
+      l = m.next;
+    }
+  }
+  if (lt.fresh_head == lt.fresh.size() && lt.fresh_head != 0) {
+    std::size_t before = lt.fresh.capacity();
+    if (before > 64) {
+      std::vector<Fresh>().swap(lt.fresh);
+    } else {
+      lt.fresh.clear();
+    }
+    lt.fresh_head = 0;
+    add_memory(-static_cast<long long>((before - lt.fresh.capacity()) * sizeof(Fresh)));
+  } else if (lt.fresh_head >= 32 && lt.fresh_head * 2 >= lt.fresh.size()) {
+    lt.fresh.erase(lt.fresh.begin(), lt.fresh.begin() + static_cast<std::ptrdiff_t>(lt.fresh_head));
+    lt.fresh_head = 0;
+  }
+}
+
+void TopicShard::begin_delivery(uint32_t li, uint64_t offset) {
+  activate_fresh(li, offset);
   LocalTopic& lt = *topics_[li];
   current_ = li;
   cursor_ = 0;
@@ -354,7 +407,7 @@ bool TopicShard::deliver_some(const Pending& p, std::size_t& budget) {
     --budget;
     // By value: the vector may grow while we deliver (a subscribe from a callback).
     const Member m = lt.members[cursor_++];
-    if (m.conn == kDead) continue;
+    if (m.conn == kDead || m.fresh) continue;
     uint32_t bit = 1u << m.encoding;
     if ((encoded_ & bit) == 0) {
       encoded_ |= bit;

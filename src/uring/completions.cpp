@@ -40,6 +40,7 @@ void UringBackend::handle(Ring& r, uint64_t ud, int res, unsigned flags) {
     case kOpSend: {
       uint32_t id = low_of(ud);
       --shard_.record(id).ops;
+      shard_.record(id).io &= ~io::kSending;
       shard_.on_sent(id, res);
       finish_close(id);
       break;

@@ -104,6 +104,7 @@ void UringBackend::send(uint32_t id, msghdr* msg) {
   sqe->flags |= IOSQE_FIXED_FILE;
   sqe->user_data = pack(kOpSend, rec.gen, id);
   ++rec.ops;
+  rec.io |= io::kSending;
 }
 
 void UringBackend::shutdown_write(uint32_t id) {
@@ -129,12 +130,33 @@ void UringBackend::close(uint32_t id, bool reset) {
     sqe->user_data = pack(kOpSockopt, rec.gen, id);
     ++rec.ops;
   }
-  if (rec.ops > 0) {
+  // What is in flight that we know of: the receive and its cancel (stop_receive() came first),
+  // a send, the setsockopt just queued. Those are cancelled by their user_data, a hash lookup
+  // in the kernel; cancelling by descriptor walks every request of the ring, so closing n
+  // connections that way costs O(n^2) (a reconnect storm of 100,000 spent its time there).
+  // Anything else (a connect, a shutdown): by descriptor, as before.
+  uint32_t known = ((rec.io & io::kArmed) != 0) + ((rec.io & io::kCancelling) != 0) +
+                   ((rec.io & io::kSending) != 0) + (reset && socket_commands_ ? 1u : 0u);
+  if (rec.ops > known) {
     io_uring_sqe* sqe = get_sqe(r);
     io_uring_prep_cancel_fd(sqe, static_cast<int>(slot),
                             IORING_ASYNC_CANCEL_ALL | IORING_ASYNC_CANCEL_FD_FIXED);
     sqe->user_data = pack(kOpCancel, rec.gen, id);
     ++rec.ops;
+  } else {
+    if ((rec.io & io::kArmed) != 0 && (rec.io & io::kCancelling) == 0) {
+      io_uring_sqe* sqe = get_sqe(r);
+      io_uring_prep_cancel64(sqe, pack(kOpRecv, rec.gen, id), 0);
+      sqe->user_data = pack(kOpCancel, rec.gen, id);
+      ++rec.ops;
+      rec.io |= io::kCancelling;
+    }
+    if ((rec.io & io::kSending) != 0) {
+      io_uring_sqe* sqe = get_sqe(r);
+      io_uring_prep_cancel64(sqe, pack(kOpSend, rec.gen, id), 0);
+      sqe->user_data = pack(kOpCancel, rec.gen, id);
+      ++rec.ops;
+    }
   }
   finish_close(id);
 }

@@ -95,6 +95,7 @@ constexpr uint8_t kCancelling = 1 << 1;  // its cancel is in flight
 constexpr uint8_t kStarved = 1 << 2;     // waiting in its ring's starved queue
 constexpr uint8_t kClosing = 1 << 3;
 constexpr uint8_t kCloseSent = 1 << 4;
+constexpr uint8_t kSending = 1 << 5;  // a send is in flight (one at a time)
 
 inline bool armed(const Record& r) {
   return (r.io & kArmed) != 0;

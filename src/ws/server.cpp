@@ -920,13 +920,16 @@ bool WebSocket::compression() const {
   return r != nullptr && (r->flags & flag::kDeflate) != 0;
 }
 
+// Not live_record(): the application reads (and clears) its pointer in on_close, which runs
+// with kReported set and perhaps on a connection that is closed already; record_of() is null
+// once the record is released (the connection's user slot is cleared, or the handle is stale).
 void* WebSocket::user() const {
-  Record* r = live_record(connection_);
+  Record* r = record_of(connection_);
   return r == nullptr ? nullptr : r->user;
 }
 
 void WebSocket::set_user(void* user) {
-  if (Record* r = live_record(connection_)) r->user = user;
+  if (Record* r = record_of(connection_)) r->user = user;
 }
 
 }  // namespace myriad::ws

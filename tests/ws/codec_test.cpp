@@ -532,7 +532,7 @@ TEST(Mask, EveryPhaseAndLength) {
 
 TEST(Close, Codes) {
   for (int code = 0; code < 65536; ++code) {
-    bool expect = (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1011) ||
+    bool expect = (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
                   (code >= 3000 && code <= 4999);
     ASSERT_EQ(valid_close_code(static_cast<uint16_t>(code)), expect) << code;
   }
