@@ -6,7 +6,7 @@ packages=(build-essential cmake ninja-build pkg-config git liburing-dev libgtest
           libbenchmark-dev libseccomp-dev libboost-dev libuv1-dev python3 python3-matplotlib procps socat util-linux
           node-llhttp curl clang-14 libclang-rt-14-dev libhttp-parser-dev valgrind
           libssl-dev zlib1g-dev python3-websockets chromium
-          redis-server nats-server nginx libnginx-mod-nchan)
+          redis-server nats-server nginx libnginx-mod-nchan wrk)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
