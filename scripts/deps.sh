@@ -5,8 +5,7 @@ set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config git liburing-dev libgtest-dev libgmock-dev
           libbenchmark-dev libseccomp-dev libboost-dev libuv1-dev python3 python3-matplotlib procps socat util-linux
           node-llhttp curl clang-14 libclang-rt-14-dev libhttp-parser-dev valgrind
-          libssl-dev zlib1g-dev python3-websockets chromium
-          redis-server nats-server nginx libnginx-mod-nchan)
+          libssl-dev zlib1g-dev python3-websockets chromium)
 # The tests: a JSON parser for myriad-load's reports, strace to count an idle server's calls.
 packages+=(nlohmann-json3-dev strace)
 missing=()
@@ -19,6 +18,28 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The reference servers and clients of bench/ (compare-fanout, compare-http): not needed by the
+# tests. Their packages would start system services on install; a policy-rc.d keeps them from it
+# (the benchmarks start their own, on loopback ports, and stop them by PID).
+bench_packages=(redis-server nats-server nginx libnginx-mod-nchan wrk)
+bench_missing=()
+for p in "${bench_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || bench_missing+=("$p")
+done
+if [ ${#bench_missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "deps: installing ${bench_missing[*]} (benchmarks), with service start-up blocked"
+  policy=/usr/sbin/policy-rc.d
+  added_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null && $SUDO chmod +x "$policy" && added_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${bench_missing[@]}" >/dev/null ||
+    echo "deps: WARNING: could not install ${bench_missing[*]}; the benchmarks that need them will say so"
+  [ "$added_policy" = 1 ] && $SUDO rm -f "$policy"
 fi
 
 # promtool (Debian's prometheus package) checks myriad-push's /metrics; the package is large and

@@ -13,8 +13,18 @@
  * for every message in flight, closes, and writes the same JSON fields as `myriad-load echo
  * --json` (those bench/compare-echo reads).
  *
+ * --ws: the same over WebSocket (RFC 6455), for `myriad-server --protocol ws-echo`. Each
+ * connection does the opening handshake first (blocking, bounded by 10 s; the 101 must carry
+ * the Sec-WebSocket-Accept of the fixed key, RFC 6455 1.3's example), then every message is one
+ * binary frame of --size payload bytes, masked as a client must (a fixed non-zero key per
+ * connection), and every byte that comes back is compared with the frame the server must send:
+ * FIN + binary, no mask bit, the length, the payload unmasked. No extension is offered. A
+ * message counts when its whole echoed frame has arrived. The TCP close at the end has no close
+ * frame (the server sees 1006).
+ *
  * usage: echo-client-epoll [echo] --target HOST:PORT --connections N --size BYTES --depth D
  *          --warmup DUR --duration DUR [--server-pid PID] [--cpu N] [--json FILE] [--quiet]
+ *          [--ws]
  * DUR: seconds, or with a unit: 500ms, 5s. Exit status 0 when every connection was
  * established, no byte was corrupt, nothing was lost and no connection was closed by the
  * server; 1 otherwise; 2 for bad arguments.
@@ -46,6 +56,7 @@ struct conn {
   int fd;
   unsigned open : 1, want_out : 1;
   uint64_t offset;            /* this connection's start in the pattern */
+  unsigned char mask[4];      /* --ws: this connection's masking key */
   uint64_t issued, completed; /* messages */
   uint64_t sent, received;    /* stream bytes */
   int64_t* issued_at;         /* ring of depth timestamps, by message number */
@@ -56,6 +67,13 @@ static unsigned char* pat; /* PATLEN + CHUNK bytes: any CHUNK-long stretch is co
 static unsigned char rbuf[CHUNK];
 static int ep;
 static uint64_t opt_conns = 1, opt_size = 64, opt_depth = 1;
+/* Bytes of one message on the wire, out and back: opt_size for raw echo; with --ws, a frame
+ * header (+ the 4-byte mask going out) and the payload. */
+static uint64_t out_msg, in_msg;
+static int opt_ws;
+static unsigned char ws_out_hdr[14], ws_in_hdr[10];
+static unsigned ws_out_hdr_len, ws_in_hdr_len;
+static unsigned char sbuf[CHUNK + 16];
 static int traffic, measuring;
 static uint64_t corrupt, failed_refused, failed_timeout, failed_other, closed_by_server,
     reset_by_server, bytes_sent, bytes_received, messages_sent, messages_done;
@@ -111,7 +129,7 @@ static void usage(const char* why) {
       stderr,
       "echo-client-epoll: %s\nusage: echo-client-epoll [echo] --target HOST:PORT --connections N "
       "--size BYTES --depth D --warmup DUR --duration DUR [--server-pid PID] [--cpu N] "
-      "[--json FILE] [--quiet]\n",
+      "[--json FILE] [--quiet] [--ws]\n",
       why);
   exit(2);
 }
@@ -168,12 +186,57 @@ static void drop(struct conn* c) {
 }
 
 /* Hands the kernel every issued byte it will take. */
+/* --ws: writes up to `cap` bytes of the connection's outgoing frame stream, from stream byte
+ * `pos` on, into sbuf. Message m's payload is the pattern at offset + m * size, as in raw mode. */
+static size_t ws_fill(const struct conn* c, uint64_t pos, uint64_t cap) {
+  size_t n = 0;
+  while (n < cap) {
+    uint64_t m = pos / out_msg, off = pos % out_msg, take;
+    if (off < ws_out_hdr_len) {
+      take = ws_out_hdr_len - off;
+      if (take > cap - n) take = cap - n;
+      unsigned char h[14];
+      memcpy(h, ws_out_hdr, ws_out_hdr_len - 4), memcpy(h + ws_out_hdr_len - 4, c->mask, 4);
+      memcpy(sbuf + n, h + off, take);
+    } else {
+      uint64_t p = off - ws_out_hdr_len; /* payload index: the mask phase is p % 4 */
+      take = opt_size - p;
+      if (take > cap - n) take = cap - n;
+      const unsigned char* src = pat + (c->offset + m * opt_size + p) % PATLEN;
+      for (uint64_t k = 0; k < take; k++) sbuf[n + k] = src[k] ^ c->mask[(p + k) & 3];
+    }
+    n += take, pos += take;
+  }
+  return n;
+}
+
+/* --ws: 1 when the received bytes equal the frames the server must send for them. */
+static int ws_check(const struct conn* c, uint64_t pos, const unsigned char* b, size_t len) {
+  while (len) {
+    uint64_t m = pos / in_msg, off = pos % in_msg, take;
+    if (off < ws_in_hdr_len) {
+      take = ws_in_hdr_len - off;
+      if (take > len) take = len;
+      if (memcmp(b, ws_in_hdr + off, take)) return 0;
+    } else {
+      uint64_t p = off - ws_in_hdr_len;
+      take = opt_size - p;
+      if (take > len) take = len;
+      if (memcmp(b, pat + (c->offset + m * opt_size + p) % PATLEN, take)) return 0;
+    }
+    b += take, len -= take, pos += take;
+  }
+  return 1;
+}
+
 static void flush(struct conn* c) {
-  uint64_t want = c->issued * opt_size;
+  uint64_t want = c->issued * out_msg;
   while (c->sent < want) {
     uint64_t n = want - c->sent;
     if (n > CHUNK) n = CHUNK;
-    ssize_t w = send(c->fd, pat + (c->offset + c->sent) % PATLEN, n, MSG_NOSIGNAL);
+    const unsigned char* src = pat + (c->offset + c->sent) % PATLEN;
+    if (opt_ws) n = ws_fill(c, c->sent, n), src = sbuf;
+    ssize_t w = send(c->fd, src, n, MSG_NOSIGNAL);
     if (w < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         set_events(c, 1);
@@ -210,11 +273,13 @@ static void on_readable(struct conn* c, int64_t t) {
     drop(c);
     return;
   }
-  if ((uint64_t)r > c->sent - c->received ||
-      memcmp(rbuf, pat + (c->offset + c->received) % PATLEN, (size_t)r) != 0)
+  if (opt_ws ? (uint64_t)r > c->issued * in_msg - c->received ||
+                   !ws_check(c, c->received, rbuf, (size_t)r)
+             : (uint64_t)r > c->sent - c->received ||
+                   memcmp(rbuf, pat + (c->offset + c->received) % PATLEN, (size_t)r) != 0)
     corrupt++;
   c->received += (uint64_t)r, bytes_received += (uint64_t)r;
-  while ((c->completed + 1) * opt_size <= c->received && c->completed < c->issued) {
+  while ((c->completed + 1) * in_msg <= c->received && c->completed < c->issued) {
     if (measuring) {
       hrecord(t - c->issued_at[c->completed % opt_depth]);
       messages_done++;
@@ -255,6 +320,43 @@ static void run_until(int64_t until, int drain) {
   }
 }
 
+/* --ws: the opening handshake on a blocking socket (RFC 6455 4.1). 0 when the server answered
+ * 101 with the right Sec-WebSocket-Accept and nothing after the head; -1 otherwise (printed). */
+static int ws_handshake(int fd, const char* host) {
+  char req[512], resp[2048];
+  int n =
+      snprintf(req, sizeof req,
+               "GET /bench HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+               host);
+  if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) return -1;
+  struct timeval tv = {.tv_sec = 10};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  size_t got = 0;
+  char* end = NULL;
+  while (!end) {
+    if (got == sizeof resp - 1) break;
+    ssize_t r = recv(fd, resp + got, sizeof resp - 1 - got, 0);
+    if (r <= 0) break;
+    got += (size_t)r, resp[got] = 0;
+    end = strstr(resp, "\r\n\r\n");
+  }
+  tv.tv_sec = 0;
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  /* The accept value of RFC 6455 1.3's example key. */
+  const char* accept = end ? strcasestr(resp, "\r\nSec-WebSocket-Accept:") : NULL;
+  if (accept) accept += strlen("\r\nSec-WebSocket-Accept:") + strspn(accept + 23, " \t");
+  if (!end || strncmp(resp, "HTTP/1.1 101", 12) || !accept ||
+      strncmp(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n", 30) || (size_t)(end + 4 - resp) != got) {
+    static int printed;
+    if (!printed++)
+      fprintf(stderr, "echo-client-epoll: WebSocket handshake failed: %.200s\n",
+              got ? resp : "(no answer)");
+    return -1;
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   const char *target = NULL, *json_path = NULL;
   int64_t warmup = 1000000000LL, duration = 5000000000LL;
@@ -265,6 +367,10 @@ int main(int argc, char** argv) {
     if (i == 1 && !strcmp(a, "echo")) continue;
     if (!strcmp(a, "--quiet")) {
       quiet = 1;
+      continue;
+    }
+    if (!strcmp(a, "--ws")) {
+      opt_ws = 1;
       continue;
     }
     if (!v) usage("missing value");
@@ -292,6 +398,25 @@ int main(int argc, char** argv) {
   }
   if (!target) usage("--target is required");
   if (duration <= 0) usage("--duration must be positive");
+  out_msg = in_msg = opt_size;
+  if (opt_ws) { /* RFC 6455 5.2: FIN + opcode 2 (binary); 7, 16 or 64-bit length; mask bit out */
+    unsigned char len[9];
+    unsigned ll;
+    if (opt_size <= 125)
+      len[0] = (unsigned char)opt_size, ll = 1;
+    else if (opt_size <= 65535)
+      len[0] = 126, len[1] = (unsigned char)(opt_size >> 8), len[2] = (unsigned char)opt_size,
+      ll = 3;
+    else {
+      len[0] = 127, ll = 9;
+      for (int k = 0; k < 8; k++) len[1 + k] = (unsigned char)(opt_size >> (56 - 8 * k));
+    }
+    ws_in_hdr[0] = ws_out_hdr[0] = 0x82;
+    memcpy(ws_in_hdr + 1, len, ll), memcpy(ws_out_hdr + 1, len, ll);
+    ws_out_hdr[1] |= 0x80;
+    ws_in_hdr_len = 1 + ll, ws_out_hdr_len = 1 + ll + 4; /* the key goes in per connection */
+    out_msg = ws_out_hdr_len + opt_size, in_msg = ws_in_hdr_len + opt_size;
+  }
 
   if (cpu >= 0) {
     cpu_set_t set;
@@ -339,6 +464,8 @@ int main(int argc, char** argv) {
   for (uint64_t i = 0; i < opt_conns && !interrupted; i++) {
     struct conn* c = &conns[i];
     c->offset = (i * 7919u) % PATLEN;
+    for (int k = 0; k < 4; k++)
+      c->mask[k] = (unsigned char)(0x5b + 37 * k + i * 11) | 1u; /* non-zero */
     c->issued_at = calloc(opt_depth, sizeof *c->issued_at);
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
     if (fd < 0 || !c->issued_at) {
@@ -360,6 +487,11 @@ int main(int argc, char** argv) {
       continue;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (opt_ws && ws_handshake(fd, target)) {
+      failed_other++;
+      close(fd);
+      continue;
+    }
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     c->fd = fd, c->open = 1;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
@@ -419,13 +551,13 @@ int main(int argc, char** argv) {
       return 1;
     }
     fprintf(f,
-            "{\n  \"mode\": \"echo\",\n  \"client\": \"echo-client-epoll\",\n"
+            "{\n  \"mode\": \"%s\",\n  \"client\": \"echo-client-epoll\",\n"
             "  \"connections\": %llu,\n  \"size\": %llu,\n  \"depth\": %llu,\n"
             "  \"warmup_s\": %.6f,\n  \"duration_s\": %.6f,\n  \"established\": %llu,\n"
             "  \"establish_s\": %.6f,\n  \"establish_per_s\": %.1f,\n",
-            (unsigned long long)opt_conns, (unsigned long long)opt_size,
-            (unsigned long long)opt_depth, (double)warmup / 1e9, (double)duration / 1e9,
-            (unsigned long long)established, establish_s,
+            opt_ws ? "ws-echo" : "echo", (unsigned long long)opt_conns,
+            (unsigned long long)opt_size, (unsigned long long)opt_depth, (double)warmup / 1e9,
+            (double)duration / 1e9, (unsigned long long)established, establish_s,
             (double)established / (establish_s > 1e-9 ? establish_s : 1e-9));
     fprintf(
         f,
