@@ -195,7 +195,8 @@ int main(int argc, char** argv) {
     }
     if (protocol != "echo" && coroutines) usage_error("--coroutines is for --protocol echo");
     if (protocol != "echo" && config.handlers_on_workers) {
-      usage_error("--handlers-on-workers is for --protocol echo (the others answer on their shard)");
+      usage_error(
+          "--handlers-on-workers is for --protocol echo (the others answer on their shard)");
     }
     topic_options.pubsub.validate();
   } catch (const std::invalid_argument& e) {

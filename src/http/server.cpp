@@ -54,14 +54,15 @@ bool has_no_body(int status) {
 }  // namespace
 
 // The counters, one ShardCounter each, written by the shard alone.
-#define MYRIAD_HTTP_STATS(X)                                                                       \
-  X(requests)                                                                                      \
-  X(responses)                                                                                     \
-  X(bad_request)                                                                                   \
-  X(header_too_large)                                                                              \
-  X(body_too_large) X(request_timeout) X(version_unsupported) X(not_implemented) X(handler_errors) \
-      X(continues) X(incomplete_at_close) X(upgrades) X(upgrades_refused) X(partial_requests)      \
-          X(streams_open) X(streams_opened) X(heartbeats)
+#define MYRIAD_HTTP_STATS(X)                                                                     \
+  X(requests)                                                                                    \
+  X(responses)                                                                                   \
+  X(bad_request)                                                                                 \
+  X(header_too_large)                                                                            \
+  X(body_too_large)                                                                              \
+  X(request_timeout) X(version_unsupported) X(not_implemented) X(handler_errors) X(continues)    \
+      X(incomplete_at_close) X(upgrades) X(upgrades_refused) X(partial_requests) X(streams_open) \
+          X(streams_opened) X(heartbeats)
 
 struct StatCounters {
 #define MYRIAD_FIELD(name) ShardCounter name;

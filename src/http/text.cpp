@@ -135,11 +135,12 @@ std::string_view content_type_for(std::string_view file_name) {
   return "application/octet-stream";
 }
 
-#define MYRIAD_HTTP_STATS_LIST(X)                                                                \
-  X(requests)                                                                                    \
-  X(responses)                                                                                   \
-  X(bad_request) X(header_too_large) X(body_too_large) X(request_timeout) X(version_unsupported) \
-      X(not_implemented) X(handler_errors) X(continues) X(incomplete_at_close) X(upgrades)       \
+#define MYRIAD_HTTP_STATS_LIST(X)                                                          \
+  X(requests)                                                                              \
+  X(responses)                                                                             \
+  X(bad_request)                                                                           \
+  X(header_too_large) X(body_too_large) X(request_timeout) X(version_unsupported)          \
+      X(not_implemented) X(handler_errors) X(continues) X(incomplete_at_close) X(upgrades) \
           X(upgrades_refused) X(partial_requests) X(streams_open) X(streams_opened) X(heartbeats)
 
 Stats& Stats::operator+=(const Stats& other) {

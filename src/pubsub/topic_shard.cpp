@@ -292,8 +292,7 @@ void TopicShard::release_topic(Topic* t) {
 
 // ---- The inbox ----
 
-bool TopicShard::push(Topic* topic, uint64_t offset, const SharedBuffer& payload,
-                      uint32_t shards) {
+bool TopicShard::push(Topic* topic, uint64_t offset, const SharedBuffer& payload, uint32_t shards) {
   std::lock_guard lock(inbox_mutex_);
   if (offset != 0 && inbox_.size() >= owner_.config.max_inbox) {
     ++inbox_overflows_;

@@ -185,8 +185,7 @@ TEST_P(WsSession, Case7_ValidCodesAreEchoedInvalidOnesAre1002) {
     ASSERT_TRUE(c.send(close_frame(static_cast<uint16_t>(code))));
     EXPECT_EQ(c.read_close(), code);
   }
-  for (int code :
-       {0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535}) {
+  for (int code : {0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535}) {
     SCOPED_TRACE(code);
     Client c = server->open();
     ASSERT_TRUE(c.send(close_frame(static_cast<uint16_t>(code))));
