@@ -112,9 +112,9 @@ TEST_P(PushTest, DrainOnSigtermTellsEveryClientToComeBackLater) {
   for (auto& t : tcps) {
     std::string bye = t->line(10s);
     ASSERT_EQ(bye.rfind("BYE ", 0), 0u) << bye;
-    int ms = std::stoi(bye.substr(4));
-    EXPECT_GE(ms, 500);
-    EXPECT_LE(ms, 1000);
+    int retry_hint_ms = std::stoi(bye.substr(4));
+    EXPECT_GE(retry_hint_ms, 500);
+    EXPECT_LE(retry_hint_ms, 1000);
     EXPECT_EQ(bye.substr(bye.rfind(' ') + 1), "restart");
     EXPECT_TRUE(t->closed());
   }
